@@ -1,0 +1,150 @@
+/*
+ * ps_broker: the message broker interface.
+ *
+ * A broker (RabbitMQ over AMQP 0-9-1 today; an in-process one later) is a
+ * struct of operations. A ps_broker holds what is needed to connect; each
+ * thread opens its own ps_broker_conn and never shares it, as rabbitmq-c
+ * requires. Every new connection declares the topology (exchanges, queues,
+ * bindings) before use, so a restarted broker gets it back without help.
+ *
+ * Operations return 0 or a negative PS_E* code. PS_ECONN means the connection
+ * is unusable: close it and connect again (with backoff). Deliveries stay
+ * unacknowledged until ack/nack; closing a connection returns them to their
+ * queue.
+ */
+#ifndef PS_BROKER_H
+#define PS_BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ps_broker ps_broker;
+typedef struct ps_broker_conn ps_broker_conn;
+typedef struct ps_broker_ops ps_broker_ops;
+
+/** A queue argument (x-dead-letter-exchange, x-max-length, x-queue-type, ...). */
+typedef struct ps_broker_arg {
+  const char *key;
+  const char *str; /* string value, or NULL for an integer one */
+  int64_t num;
+} ps_broker_arg;
+
+typedef struct ps_exchange_decl {
+  const char *name;
+  const char *type; /* "topic", "direct", "fanout", "headers" */
+  int durable;
+} ps_exchange_decl;
+
+typedef struct ps_queue_decl {
+  const char *name;
+  int durable;
+  const ps_broker_arg *args;
+  size_t nargs;
+} ps_queue_decl;
+
+typedef struct ps_binding_decl {
+  const char *queue, *exchange, *key;
+} ps_binding_decl;
+
+/** What a connection declares when it opens. All borrowed for the broker's life. */
+typedef struct ps_topology {
+  const ps_exchange_decl *exchanges;
+  size_t nexchanges;
+  const ps_queue_decl *queues;
+  size_t nqueues;
+  const ps_binding_decl *bindings;
+  size_t nbindings;
+} ps_topology;
+
+/** A message to publish; everything borrowed for the duration of the call. */
+typedef struct ps_message {
+  const char *exchange;
+  const char *routing_key;
+  const char *content_type;
+  const char *message_id;
+  int64_t timestamp; /* unix seconds; 0: none */
+  int persistent;
+  const void *body;
+  size_t len;
+} ps_message;
+
+/** A message taken from a queue; valid until ps_broker_release. */
+typedef struct ps_delivery {
+  uint64_t tag;
+  int redelivered;
+  const char *routing_key;
+  size_t routing_key_len;
+  const char *content_type; /* NUL-terminated copy, "" if none */
+  int64_t timestamp;        /* unix seconds; 0: none */
+  const void *body;
+  size_t len;
+} ps_delivery;
+
+struct ps_broker_ops {
+  const char *name;
+  int (*connect)(ps_broker *b, ps_broker_conn **out);
+  int (*publish)(ps_broker_conn *c, const ps_message *m);
+  int (*consume)(ps_broker_conn *c, const char *queue, int prefetch, const char *tag);
+  /* 0 with *d filled, PS_ETIMEDOUT, PS_EAGAIN (nothing for the caller), PS_ECONN. */
+  int (*next)(ps_broker_conn *c, ps_delivery *d, int timeout_ms);
+  void (*release)(ps_broker_conn *c, ps_delivery *d);
+  int (*ack)(ps_broker_conn *c, uint64_t tag, int multiple);
+  int (*nack)(ps_broker_conn *c, uint64_t tag, int multiple, int requeue);
+  void (*close)(ps_broker_conn *c);
+  void (*destroy)(ps_broker *b);
+};
+
+/** Every broker starts with this; implementations extend it. */
+struct ps_broker {
+  const ps_broker_ops *ops;
+  const ps_topology *topology;
+  char *display; /* where it is, for logs, without credentials */
+};
+
+/** Every connection starts with this. */
+struct ps_broker_conn {
+  const ps_broker_ops *ops;
+  ps_broker *broker;
+};
+
+/**
+ * Creates an AMQP broker for url (amqp://user:pass@host:port/vhost) that
+ * declares topology on each connection. Returns 0 and *out, or PS_ECONFIG with
+ * a reason in err if the URL does not parse. Nothing is connected yet.
+ */
+int ps_broker_amqp_create(const char *url, const ps_topology *topology, ps_broker **out,
+                          char *err, size_t errlen);
+
+static inline int ps_broker_connect(ps_broker *b, ps_broker_conn **out) { return b->ops->connect(b, out); }
+static inline int ps_broker_publish(ps_broker_conn *c, const ps_message *m) { return c->ops->publish(c, m); }
+static inline int ps_broker_consume(ps_broker_conn *c, const char *queue, int prefetch, const char *tag) {
+  return c->ops->consume(c, queue, prefetch, tag);
+}
+static inline int ps_broker_next(ps_broker_conn *c, ps_delivery *d, int timeout_ms) {
+  return c->ops->next(c, d, timeout_ms);
+}
+static inline void ps_broker_release(ps_broker_conn *c, ps_delivery *d) { c->ops->release(c, d); }
+static inline int ps_broker_ack(ps_broker_conn *c, uint64_t tag, int multiple) {
+  return c->ops->ack(c, tag, multiple);
+}
+static inline int ps_broker_nack(ps_broker_conn *c, uint64_t tag, int multiple, int requeue) {
+  return c->ops->nack(c, tag, multiple, requeue);
+}
+/** Closes c; accepts NULL. */
+static inline void ps_broker_close(ps_broker_conn *c) {
+  if (c)
+    c->ops->close(c);
+}
+/** Frees b; accepts NULL. Every connection must be closed first. */
+static inline void ps_broker_destroy(ps_broker *b) {
+  if (b)
+    b->ops->destroy(b);
+}
+
+/**
+ * Sleeps for the attempt-th backoff step (exponential from base_ms up to
+ * max_ms, with full jitter), or until *stop becomes non-zero.
+ */
+void ps_backoff_sleep(int attempt, int base_ms, int max_ms, const _Atomic int *stop);
+
+#endif

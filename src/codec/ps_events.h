@@ -1,0 +1,74 @@
+/*
+ * ps_events: penstock's view of the contract's messages.
+ *
+ * The contract (proto/eventservice.proto) gives each Event a oneof payload;
+ * its message type name ("ClickEvent") is the event's type, the routing key on
+ * the exchange and the event_type column. Everything here reads the oneof
+ * through protobuf-c's descriptors, so a new event type in the .proto needs no
+ * C change.
+ *
+ * A ps_batch is one accepted dispatch call on its way from ingest to the
+ * workers: the decoded Events (allocated in the batch's arena) and what the
+ * workers need to know about it.
+ */
+#ifndef PS_EVENTS_H
+#define PS_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/ps_arena.h"
+#include "eventservice.pb-c.h"
+
+/** Returns the payload of ev's oneof, or NULL if none is set (or a field number this build does not know). */
+const ProtobufCMessage *ps_event_payload(const Event__Event *ev);
+
+/** Returns ev's type name ("ClickEvent"), or NULL if it has no payload. Static storage. */
+const char *ps_event_type_name(const Event__Event *ev);
+
+/** Returns why ev has no type: "no payload" or "unknown event type" (a field number this build does not know). */
+const char *ps_event_skip_reason(const Event__Event *ev);
+
+/**
+ * Returns the type name of the oneof member whose JSON name (or proto name)
+ * is json_name, or NULL if it is not one. Static storage.
+ */
+const char *ps_event_type_by_json_name(const char *json_name);
+
+/** Number of event types this build knows (members of the Event oneof). */
+size_t ps_event_type_count(void);
+
+/** Name of the i-th event type in field-number order (i < ps_event_type_count()). */
+const char *ps_event_type_at(size_t i);
+
+typedef struct ps_batch {
+  ps_arena *arena;          /* owns msg and everything below it */
+  Event__Events *msg;       /* decoded request; events of no type still in it */
+  int64_t received_unix;    /* wall-clock seconds when the call arrived */
+  uint32_t n_events;        /* events with a type (the ones to publish) */
+  uint32_t n_skipped;       /* events without a type (not published) */
+} ps_batch;
+
+/** Frees the batch and its arena; accepts NULL. */
+void ps_batch_destroy(ps_batch *b);
+
+/**
+ * A group of one type's events within a batch, in the order they came.
+ * events[] points into the batch; valid while the batch lives.
+ */
+typedef struct ps_event_group {
+  const char *type_name;
+  size_t n;
+  Event__Event **events;
+} ps_event_group;
+
+/**
+ * Groups the typed events of msg by type, in order of first appearance.
+ * groups must have room for ps_event_type_count() entries and scratch for
+ * msg->n_events pointers (the groups' event arrays are carved out of it).
+ * Returns the number of groups.
+ */
+size_t ps_events_group(const Event__Events *msg, ps_event_group *groups,
+                       Event__Event **scratch);
+
+#endif

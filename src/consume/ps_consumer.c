@@ -1,0 +1,225 @@
+/*
+ * ps_consumer: queue -> decoder -> sink, acknowledged after landing
+ * (see ps_consumer.h).
+ *
+ * DESIGN: each consumer thread owns a broker connection, a decoder and a sink;
+ * threads share only the stop flag and the metrics. The consume loop waits for
+ * a delivery no longer than the flush deadline of the oldest pending row, so
+ * time-based flushes happen on time even when the queue is idle. Stopping:
+ * the flag is set; each thread flushes and acks what it holds (retrying until
+ * the deadline), closes its connection and exits.
+ */
+#include "consume/ps_consumer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ps_error.h"
+#include "core/ps_log.h"
+#include "core/ps_metrics.h"
+#include "queue/ps_queue.h"
+
+typedef struct ps__consumer {
+  ps_consumer_group *g;
+  int id;
+  pthread_t thread;
+  ps_broker_conn *conn;
+  ps_decoder *dec;
+  ps_sink *sink;
+  int sink_open;       /* the sink's table is known to exist */
+  uint64_t last_tag;   /* newest delivery whose rows are in the sink */
+  size_t pending_msgs; /* deliveries waiting for the next flush */
+  int64_t oldest_ns;
+} ps__consumer;
+
+struct ps_consumer_group {
+  ps_consumer_options opt;
+  ps_broker *broker;
+  ps_consumer_factory factory;
+  ps__consumer *consumers;
+  _Atomic int stop;
+  _Atomic int64_t deadline_ns;
+};
+
+static void ps__drop_conn(ps__consumer *c) {
+  ps_sink_discard(c->sink);
+  c->pending_msgs = 0;
+  c->oldest_ns = 0;
+  ps_broker_close(c->conn);
+  c->conn = NULL;
+}
+
+static int ps__connect(ps__consumer *c) {
+  ps_consumer_group *g = c->g;
+  if (ps_broker_connect(g->broker, &c->conn) != 0) {
+    c->conn = NULL;
+    return PS_ECONN;
+  }
+  char tag[128];
+  snprintf(tag, sizeof tag, "penstock-%s-%d", g->opt.queue, c->id);
+  if (ps_broker_consume(c->conn, g->opt.queue, g->opt.prefetch, tag) != 0) {
+    ps_broker_close(c->conn);
+    c->conn = NULL;
+    return PS_ECONN;
+  }
+  return 0;
+}
+
+/* Flushes and acks; returns 0 when done, PS_ECONN if the connection broke,
+   PS_ETIMEDOUT if stopping and the deadline passed. */
+static int ps__flush(ps__consumer *c) {
+  ps_consumer_group *g = c->g;
+  if (!c->pending_msgs)
+    return 0;
+  size_t rows = ps_sink_pending(c->sink);
+  for (int attempt = 0;; attempt++) {
+    char err[512];
+    ps_sink_result r = PS_SINK_RETRY;
+    if (!c->sink_open) {
+      int orc = ps_sink_open(c->sink, err, sizeof err);
+      if (orc == 0)
+        c->sink_open = 1;
+      else if (orc != PS_ECONN)
+        ps_error("consumer: cannot create the sink's table", "queue", g->opt.queue, "error", err);
+    }
+    if (c->sink_open)
+      r = ps_sink_flush(c->sink, err, sizeof err);
+    if (r == PS_SINK_OK) {
+      PS_COUNT(inserts_total, 1);
+      PS_COUNT(rows_inserted_total, rows);
+      c->pending_msgs = 0;
+      c->oldest_ns = 0;
+      if (ps_broker_ack(c->conn, c->last_tag, 1) != 0) {
+        /* The rows are in; their messages will be redelivered and land again
+           as duplicates that the table's engine collapses. */
+        ps_warn("consumer: ack failed after insert; messages will be redelivered", "queue", g->opt.queue);
+        return PS_ECONN;
+      }
+      return 0;
+    }
+    PS_COUNT(insert_errors_total, 1);
+    if (r == PS_SINK_DROP) {
+      char n[32];
+      snprintf(n, sizeof n, "%zu", c->pending_msgs);
+      ps_error("consumer: sink refused the batch; dead-lettering its messages", "queue", g->opt.queue,
+               "messages", n, "error", err);
+      c->pending_msgs = 0;
+      c->oldest_ns = 0;
+      return ps_broker_nack(c->conn, c->last_tag, 1, 0) == 0 ? 0 : PS_ECONN;
+    }
+    static ps_log_ratelimit rl;
+    long long sup;
+    if (ps_log_ratelimit_ok(&rl, 5000, &sup)) {
+      char n[32];
+      snprintf(n, sizeof n, "%lld", sup);
+      ps_warn("consumer: insert failed; retrying", "queue", g->opt.queue, "error", err, "suppressed", n);
+    }
+    if (atomic_load(&g->stop) && ps_now_ns() >= atomic_load(&g->deadline_ns))
+      return PS_ETIMEDOUT;
+    ps_backoff_sleep(attempt, 200, 10000, NULL);
+  }
+}
+
+static void ps__handle(ps__consumer *c, const ps_delivery *d) {
+  ps_consumer_group *g = c->g;
+  PS_COUNT(messages_consumed_total, 1);
+  char err[512];
+  int n = ps_decoder_decode(c->dec, d, c->sink, err, sizeof err);
+  if (n < 0) {
+    PS_COUNT(messages_undecodable_total, 1);
+    char rk[256];
+    snprintf(rk, sizeof rk, "%.*s", (int)d->routing_key_len, d->routing_key);
+    ps_warn("consumer: message cannot be decoded; dead-lettered", "queue", g->opt.queue, "routing_key", rk,
+            "error", err);
+    if (ps_broker_nack(c->conn, d->tag, 0, 0) != 0)
+      ps__drop_conn(c);
+    return;
+  }
+  c->last_tag = d->tag;
+  if (!c->pending_msgs++)
+    c->oldest_ns = ps_now_ns();
+}
+
+static void *ps__consumer_main(void *arg) {
+  ps__consumer *c = arg;
+  ps_consumer_group *g = c->g;
+  c->dec = g->factory.decoder(g->factory.ud);
+  c->sink = g->factory.sink(g->factory.ud);
+  int attempt = 0;
+  const int64_t flush_ns = (int64_t)g->opt.flush_ms * 1000000;
+  while (!atomic_load(&g->stop)) {
+    if (!c->conn) {
+      if (ps__connect(c) != 0) {
+        ps_backoff_sleep(attempt++, 100, 5000, &g->stop);
+        continue;
+      }
+      if (attempt)
+        PS_COUNT(broker_reconnects_total, 1);
+      attempt = 0;
+    }
+    int wait_ms = 200;
+    if (c->pending_msgs) {
+      int64_t left = c->oldest_ns + flush_ns - ps_now_ns();
+      wait_ms = left <= 0 ? 0 : (int)(left / 1000000) + 1;
+      if (wait_ms > 200)
+        wait_ms = 200;
+    }
+    ps_delivery d;
+    int rc = ps_broker_next(c->conn, &d, wait_ms);
+    if (rc == 0) {
+      ps__handle(c, &d);
+      if (c->conn)
+        ps_broker_release(c->conn, &d);
+    } else if (rc == PS_ECONN) {
+      ps__drop_conn(c);
+      continue;
+    }
+    if (!c->conn)
+      continue;
+    if (c->pending_msgs && (ps_sink_pending(c->sink) >= (size_t)g->opt.batch_rows ||
+                            ps_now_ns() - c->oldest_ns >= flush_ns)) {
+      if (ps__flush(c) != 0)
+        ps__drop_conn(c);
+    }
+  }
+  if (c->conn && ps__flush(c) != 0 && c->pending_msgs)
+    ps_warn("consumer: stopped before its last batch landed; its messages return to the queue", "queue",
+            g->opt.queue);
+  if (c->conn)
+    ps__drop_conn(c);
+  ps_sink_destroy(c->sink);
+  ps_decoder_destroy(c->dec);
+  return NULL;
+}
+
+ps_consumer_group *ps_consumers_start(const ps_consumer_options *opt, ps_broker *broker,
+                                      const ps_consumer_factory *factory) {
+  ps_consumer_group *g = calloc(1, sizeof *g);
+  if (!g)
+    abort();
+  g->opt = *opt;
+  g->broker = broker;
+  g->factory = *factory;
+  g->consumers = calloc((size_t)(opt->count > 0 ? opt->count : 1), sizeof *g->consumers);
+  for (int i = 0; i < opt->count; i++) {
+    g->consumers[i].g = g;
+    g->consumers[i].id = i;
+    if (pthread_create(&g->consumers[i].thread, NULL, ps__consumer_main, &g->consumers[i]) != 0)
+      abort();
+  }
+  return g;
+}
+
+void ps_consumers_stop(ps_consumer_group *g, int64_t deadline_ns) {
+  if (!g)
+    return;
+  atomic_store(&g->deadline_ns, deadline_ns);
+  atomic_store(&g->stop, 1);
+  for (int i = 0; i < g->opt.count; i++)
+    pthread_join(g->consumers[i].thread, NULL);
+  free(g->consumers);
+  free(g);
+}

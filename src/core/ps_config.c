@@ -1,0 +1,312 @@
+/* ps_config: the settings table, dotenv files and validation (see ps_config.h). */
+#include "core/ps_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/ps_error.h"
+
+#define OFF(f) offsetof(ps_config, f)
+#define KIB 1024LL
+#define MIB (1024LL * 1024LL)
+
+static const ps_setting ps__settings[] = {
+    {"ENV", PS_SETTING_STRING, OFF(env), "DEVELOPMENT", 0, 0, 0,
+     "Deployment environment; picks the dotenv file: PRODUCTION reads .env.production, STAGE reads .env.stage, anything else .env."},
+    {"PORT", PS_SETTING_INT, OFF(port), "50051", 1, 65535, 0,
+     "gRPC listen port (EventService and grpc.health.v1.Health), on all interfaces."},
+    {"GRPC_MAX_RECV_BYTES", PS_SETTING_BYTES, OFF(grpc_max_recv_bytes), "10485760", 1024, 1024 * MIB, 0,
+     "Largest request accepted; larger ones get RESOURCE_EXHAUSTED. Accepts K, M, G suffixes."},
+    {"GRPC_THREADS", PS_SETTING_INT, OFF(grpc_threads), "2", 1, 64, 0,
+     "Threads serving gRPC completion queues."},
+    {"EVENT_BUFFERED_CHANNEL_SIZE", PS_SETTING_INT, OFF(queue_capacity), "10000", 1, 10000000, 0,
+     "Capacity, in batches, of the in-memory queue between dispatch and the workers."},
+    {"DISPATCH_TIMEOUT_MS", PS_SETTING_INT, OFF(dispatch_timeout_ms), "1000", 0, 600000, 0,
+     "How long dispatch waits for room in a full queue before answering UNAVAILABLE (never past the call's deadline)."},
+    {"EVENT_WORKER_POOL_SIZE", PS_SETTING_INT, OFF(worker_pool_size), NULL, 1, 1024, 0,
+     "Publishing workers, each with its own AMQP connection. Default: the number of cores."},
+    {"EVENT_EXCHANGE", PS_SETTING_STRING, OFF(event_exchange), "grpc_event.tx", 0, 0, 0,
+     "Durable topic exchange that events are published to, routing key = event type name."},
+    {"RABBITMQ_URL", PS_SETTING_STRING, OFF(rabbitmq_url), "amqp://guest:guest@127.0.0.1:5672/", 0, 0, PS_SETTING_SECRET,
+     "RabbitMQ broker (amqp://user:password@host:port/vhost)."},
+    {"CONSUMERS_PER_QUEUE", PS_SETTING_INT, OFF(consumers_per_queue), "2", 0, 256, 0,
+     "Consumers of grpc_clickhouse_event_q, each with its own AMQP connection and ClickHouse session; 0 runs no consumer."},
+    {"CONSUMER_PREFETCH", PS_SETTING_INT, OFF(consumer_prefetch), "2000", 1, 65535, 0,
+     "Unacknowledged messages each consumer may hold; bounds what one insert can batch."},
+    {"CLICKHOUSE_URL", PS_SETTING_STRING, OFF(clickhouse_url), "http://127.0.0.1:8123", 0, 0, 0,
+     "ClickHouse HTTP interface."},
+    {"CLICKHOUSE_DB_NAME", PS_SETTING_STRING, OFF(clickhouse_db), "default", 0, 0, 0,
+     "Database of the landing table `events` (created if missing; the database must exist)."},
+    {"CLICKHOUSE_USER", PS_SETTING_STRING, OFF(clickhouse_user), "", 0, 0, 0,
+     "ClickHouse user (empty: the server's default user)."},
+    {"CLICKHOUSE_PASSWORD", PS_SETTING_STRING, OFF(clickhouse_password), "", 0, 0, PS_SETTING_SECRET,
+     "ClickHouse password."},
+    {"CLICKHOUSE_BATCH_ROWS", PS_SETTING_INT, OFF(clickhouse_batch_rows), "10000", 1, 10000000, 0,
+     "A consumer inserts once it holds this many rows..."},
+    {"CLICKHOUSE_FLUSH_MS", PS_SETTING_INT, OFF(clickhouse_flush_ms), "1000", 1, 3600000, 0,
+     "...or once its oldest pending row is this old, whichever comes first."},
+    {"CLICKHOUSE_TIMEOUT_MS", PS_SETTING_INT, OFF(clickhouse_timeout_ms), "30000", 100, 3600000, 0,
+     "Timeout of one ClickHouse request."},
+    {"SHUTDOWN_TIMEOUT_MS", PS_SETTING_INT, OFF(shutdown_timeout_ms), "30000", 0, 3600000, 0,
+     "On SIGTERM/SIGINT: time allowed to finish in-flight calls, publish the queue and flush the consumers."},
+    {"LOG_LEVEL", PS_SETTING_STRING, OFF(log_level), "info", 0, 0, 0,
+     "debug, info, warn or error."},
+    {"LOG_FORMAT", PS_SETTING_STRING, OFF(log_format), "text", 0, 0, 0,
+     "text (key=value) or json (one object per line)."},
+};
+
+const ps_setting *ps_config_table(size_t *n) {
+  *n = sizeof ps__settings / sizeof ps__settings[0];
+  return ps__settings;
+}
+
+static int ps__fail(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return PS_ECONFIG;
+}
+
+const char *ps_dotenv_name(const char *env) {
+  if (env && strcasecmp(env, "PRODUCTION") == 0)
+    return ".env.production";
+  if (env && strcasecmp(env, "STAGE") == 0)
+    return ".env.stage";
+  return ".env";
+}
+
+/* Parses one dotenv value in place: quotes, escapes, trailing comments. */
+static int ps__dotenv_value(char *v, char **out) {
+  while (*v == ' ' || *v == '\t')
+    v++;
+  if (*v == '\'' || *v == '"') {
+    char q = *v++;
+    char *w = v, *r = v;
+    for (; *r && *r != q; r++) {
+      if (q == '"' && *r == '\\' && r[1]) {
+        r++;
+        *w++ = *r == 'n' ? '\n' : *r == 't' ? '\t' : *r;
+      } else {
+        *w++ = *r;
+      }
+    }
+    if (*r != q)
+      return -1;
+    for (char *t = r + 1; *t; t++) {
+      if (*t == '#')
+        break;
+      if (!isspace((unsigned char)*t))
+        return -1;
+    }
+    *w = '\0';
+    *out = v;
+    return 0;
+  }
+  char *hash = strstr(v, " #");
+  if (hash)
+    *hash = '\0';
+  size_t n = strlen(v);
+  while (n && isspace((unsigned char)v[n - 1]))
+    v[--n] = '\0';
+  *out = v;
+  return 0;
+}
+
+int ps_dotenv_load(const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    if (errno == ENOENT)
+      return PS_ENOTFOUND;
+    return ps__fail(err, errlen, "%s: %s", path, strerror(errno));
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  int lineno = 0, rc = 0;
+  while (getline(&line, &cap, f) >= 0) {
+    lineno++;
+    char *p = line;
+    size_t n = strlen(p);
+    while (n && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+      p[--n] = '\0';
+    while (isspace((unsigned char)*p))
+      p++;
+    if (*p == '\0' || *p == '#')
+      continue;
+    if (strncmp(p, "export ", 7) == 0)
+      p += 7;
+    char *eq = strchr(p, '=');
+    if (!eq) {
+      rc = ps__fail(err, errlen, "%s:%d: expected KEY=VALUE", path, lineno);
+      break;
+    }
+    char *k = p, *ke = eq;
+    while (ke > k && isspace((unsigned char)ke[-1]))
+      ke--;
+    *ke = '\0';
+    int valid = *k != '\0';
+    for (char *c = k; *c; c++)
+      if (!(isalnum((unsigned char)*c) || *c == '_'))
+        valid = 0;
+    if (!valid) {
+      rc = ps__fail(err, errlen, "%s:%d: invalid variable name '%s'", path, lineno, k);
+      break;
+    }
+    char *v;
+    if (ps__dotenv_value(eq + 1, &v) != 0) {
+      rc = ps__fail(err, errlen, "%s:%d: unterminated quoted value of %s", path, lineno, k);
+      break;
+    }
+    setenv(k, v, 0);
+  }
+  free(line);
+  fclose(f);
+  return rc;
+}
+
+static int ps__parse_int(const char *s, int bytes, long long *out) {
+  char *end;
+  errno = 0;
+  while (isspace((unsigned char)*s))
+    s++;
+  if (*s == '\0')
+    return -1;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s)
+    return -1;
+  if (bytes && *end) {
+    long long mul = 1;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': mul = KIB; break;
+    case 'M': mul = MIB; break;
+    case 'G': mul = 1024 * MIB; break;
+    default: return -1;
+    }
+    end++;
+    if (toupper((unsigned char)*end) == 'I')
+      end++;
+    if (toupper((unsigned char)*end) == 'B')
+      end++;
+    if (v > (1LL << 62) / mul)
+      return -1;
+    v *= mul;
+  }
+  while (isspace((unsigned char)*end))
+    end++;
+  if (*end)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+static long long ps__ncores(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? n : 1;
+}
+
+int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
+  memset(cfg, 0, sizeof *cfg);
+  const char *env = getenv("ENV");
+  char path[4096];
+  snprintf(path, sizeof path, "%s%s%s", dir ? dir : "", dir ? "/" : "", ps_dotenv_name(env));
+  int rc = ps_dotenv_load(path, err, errlen);
+  if (rc != 0 && rc != PS_ENOTFOUND)
+    return rc;
+
+  size_t n;
+  const ps_setting *t = ps_config_table(&n);
+  for (size_t i = 0; i < n; i++) {
+    const ps_setting *s = &t[i];
+    const char *v = getenv(s->name);
+    char *field = (char *)cfg + s->offset;
+    if (s->type == PS_SETTING_STRING) {
+      *(char **)field = strdup(v ? v : s->def);
+      continue;
+    }
+    long long x;
+    if (!v || !*v) {
+      if (s->def)
+        ps__parse_int(s->def, 1, &x);
+      else
+        x = ps__ncores();
+    } else if (ps__parse_int(v, s->type == PS_SETTING_BYTES, &x) != 0) {
+      return ps__fail(err, errlen, "%s=%s: not %s", s->name, v,
+                      s->type == PS_SETTING_BYTES ? "a size (e.g. 10485760, 512K, 10M)" : "an integer");
+    }
+    if (x < s->min || x > s->max)
+      return ps__fail(err, errlen, "%s=%s: out of range [%lld, %lld]", s->name, v ? v : "", s->min, s->max);
+    if (s->type == PS_SETTING_BYTES)
+      *(long long *)field = x;
+    else
+      *(int *)field = (int)x;
+  }
+  if (strncmp(cfg->rabbitmq_url, "amqp://", 7) != 0 && strncmp(cfg->rabbitmq_url, "amqps://", 8) != 0)
+    return ps__fail(err, errlen, "RABBITMQ_URL: must start with amqp:// or amqps://");
+  if (strncmp(cfg->clickhouse_url, "http://", 7) != 0 && strncmp(cfg->clickhouse_url, "https://", 8) != 0)
+    return ps__fail(err, errlen, "CLICKHOUSE_URL=%s: must start with http:// or https://", cfg->clickhouse_url);
+  if (!*cfg->event_exchange)
+    return ps__fail(err, errlen, "EVENT_EXCHANGE: must not be empty");
+  for (const char *c = cfg->clickhouse_db; *c; c++)
+    if (!(isalnum((unsigned char)*c) || *c == '_'))
+      return ps__fail(err, errlen, "CLICKHOUSE_DB_NAME=%s: only letters, digits and _", cfg->clickhouse_db);
+  if (!*cfg->clickhouse_db)
+    return ps__fail(err, errlen, "CLICKHOUSE_DB_NAME: must not be empty");
+  const char *lv = cfg->log_level;
+  if (strcasecmp(lv, "debug") && strcasecmp(lv, "info") && strcasecmp(lv, "warn") &&
+      strcasecmp(lv, "warning") && strcasecmp(lv, "error"))
+    return ps__fail(err, errlen, "LOG_LEVEL=%s: expected debug, info, warn or error", lv);
+  if (strcasecmp(cfg->log_format, "text") && strcasecmp(cfg->log_format, "json"))
+    return ps__fail(err, errlen, "LOG_FORMAT=%s: expected text or json", cfg->log_format);
+  return 0;
+}
+
+void ps_config_free(ps_config *cfg) {
+  size_t n;
+  const ps_setting *t = ps_config_table(&n);
+  for (size_t i = 0; i < n; i++)
+    if (t[i].type == PS_SETTING_STRING) {
+      char **p = (char **)((char *)cfg + t[i].offset);
+      free(*p);
+      *p = NULL;
+    }
+}
+
+void ps_config_print_reference(FILE *out) {
+  size_t n;
+  const ps_setting *t = ps_config_table(&n);
+  fprintf(out, "| Variable | Default | Meaning |\n|---|---|---|\n");
+  for (size_t i = 0; i < n; i++) {
+    const char *def = t[i].def ? t[i].def : "number of cores";
+    fprintf(out, "| `%s` | %s%s%s | %s |\n", t[i].name, *def ? "`" : "", *def ? def : "(empty)",
+            *def ? "`" : "", t[i].help);
+  }
+}
+
+void ps_config_print(const ps_config *cfg, FILE *out) {
+  size_t n;
+  const ps_setting *t = ps_config_table(&n);
+  for (size_t i = 0; i < n; i++) {
+    const char *field = (const char *)cfg + t[i].offset;
+    if (t[i].flags & PS_SETTING_SECRET) {
+      const char *v = *(char *const *)field;
+      const char *scheme = v ? strstr(v, "://") : NULL;
+      const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+      const char *colon = at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
+      if (colon) /* a URL: keep all but the password */
+        fprintf(out, "%s=%.*s:<redacted>%s\n", t[i].name, (int)(colon - v), v, at);
+      else
+        fprintf(out, "%s=%s\n", t[i].name, v && *v ? "<redacted>" : "");
+    } else if (t[i].type == PS_SETTING_STRING) {
+      fprintf(out, "%s=%s\n", t[i].name, *(char *const *)field);
+    } else if (t[i].type == PS_SETTING_BYTES) {
+      fprintf(out, "%s=%lld\n", t[i].name, *(const long long *)field);
+    } else {
+      fprintf(out, "%s=%d\n", t[i].name, *(const int *)field);
+    }
+  }
+}

@@ -1,0 +1,285 @@
+/*
+ * ps_dispatch: decode, validate, enqueue (see ps_dispatch.h).
+ *
+ * DESIGN: submit runs on a gRPC completion-queue thread and must not block it,
+ * or every other call of that thread (health checks included) would wait. It
+ * tries the queue without waiting; if the queue is full, or other calls are
+ * already parked (to keep arrival order), the call goes to the parked list. One
+ * waiter thread owns that list: it pushes the oldest parked batch with a
+ * deadline of min(parked_at + DISPATCH_TIMEOUT_MS, call deadline) and answers
+ * the call. Parked calls are bounded by the transport's own limit on calls in
+ * flight; each holds only its decoded batch.
+ */
+#include "ingest/ps_dispatch.h"
+
+#include <grpc/status.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codec/ps_events.h"
+#include "codec/ps_pbjson.h"
+#include "core/ps_error.h"
+#include "core/ps_log.h"
+#include "core/ps_metrics.h"
+
+typedef struct ps__parked {
+  struct ps__parked *next;
+  ps_batch *batch;
+  int64_t deadline_ns;     /* min(parked + timeout, call deadline) */
+  int deadline_is_call;    /* the call's own deadline is the earlier one */
+  ps_dispatch_done_fn done;
+  void *ctx;
+  char reply[160];
+} ps__parked;
+
+struct ps_dispatch {
+  ps_queue *q;
+  int64_t timeout_ns;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  ps__parked *head, *tail;
+  size_t nparked;
+  int stopping;
+  pthread_t waiter;
+};
+
+static void ps__reply_success(const ps_batch *b, char *out, size_t outlen) {
+  if (!b->n_skipped) {
+    snprintf(out, outlen, "%u events accepted", (unsigned)b->n_events);
+    return;
+  }
+  size_t unknown = 0, nopayload = 0;
+  for (size_t i = 0; i < b->msg->n_events; i++) {
+    const Event__Event *ev = b->msg->events[i];
+    if (ps_event_type_name(ev))
+      continue;
+    if (strcmp(ps_event_skip_reason(ev), "unknown event type") == 0)
+      unknown++;
+    else
+      nopayload++;
+  }
+  snprintf(out, outlen, "%u events accepted; %u skipped (%zu with no payload, %zu of an unknown event type)",
+           (unsigned)b->n_events, (unsigned)b->n_skipped, nopayload, unknown);
+}
+
+/* Answers an accepted batch, then lets go of it (the queue owns it now). */
+static void ps__accepted(ps_batch *b, ps_dispatch_done_fn done, void *ctx, char *reply) {
+  PS_COUNT(events_accepted_total, b->n_events + b->n_skipped);
+  done(ctx, GRPC_STATUS_OK, reply);
+}
+
+static void ps__reject(ps__parked *p, int rc) {
+  ps_batch_destroy(p->batch);
+  if (rc == PS_ETIMEDOUT && p->deadline_is_call) {
+    PS_COUNT(rejected_deadline_total, 1);
+    p->done(p->ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded while waiting for room in the queue");
+  } else {
+    PS_COUNT(rejected_queue_full_total, 1);
+    p->done(p->ctx, GRPC_STATUS_UNAVAILABLE, rc == PS_ECLOSED ? "shutting down" : "queue full");
+  }
+  free(p);
+}
+
+/*
+ * Pushes the oldest parked batch, waiting no longer than the earliest deadline
+ * of any parked call; whenever a wait ends without room, every call whose
+ * deadline has passed is answered, so none is answered late because of the
+ * calls ahead of it.
+ */
+static void *ps__waiter_main(void *arg) {
+  ps_dispatch *d = arg;
+  pthread_mutex_lock(&d->mu);
+  for (;;) {
+    while (!d->head && !d->stopping)
+      pthread_cond_wait(&d->cv, &d->mu);
+    if (!d->head)
+      break;
+    ps__parked *p = d->head;
+    int64_t until = p->deadline_ns;
+    for (ps__parked *o = p->next; o; o = o->next)
+      if (o->deadline_ns < until)
+        until = o->deadline_ns;
+    pthread_mutex_unlock(&d->mu);
+
+    int rc = ps_now_ns() < p->deadline_ns ? ps_queue_push(d->q, p->batch, until) : PS_ETIMEDOUT;
+
+    pthread_mutex_lock(&d->mu);
+    ps__parked *expired = NULL, **link = &d->head;
+    int64_t now = ps_now_ns();
+    while (*link) {
+      ps__parked *o = *link;
+      int take = o == p ? 1 : (rc != 0 && o->deadline_ns <= now);
+      if (o == p && rc != 0 && o->deadline_ns > now && rc != PS_ECLOSED)
+        take = 0; /* woken early for another call's deadline: try again */
+      if (take) {
+        *link = o->next;
+        d->nparked--;
+        if (o != p) {
+          o->next = expired;
+          expired = o;
+        }
+      } else {
+        link = &o->next;
+      }
+    }
+    d->tail = NULL;
+    for (ps__parked *o = d->head; o; o = o->next)
+      d->tail = o;
+    int p_done = rc == 0 || rc == PS_ECLOSED || p->deadline_ns <= now;
+    pthread_mutex_unlock(&d->mu);
+
+    if (p_done) {
+      if (rc == 0) {
+        ps__accepted(p->batch, p->done, p->ctx, p->reply);
+        free(p);
+      } else {
+        ps__reject(p, rc);
+      }
+    }
+    while (expired) {
+      ps__parked *o = expired;
+      expired = o->next;
+      ps__reject(o, PS_ETIMEDOUT);
+    }
+    pthread_mutex_lock(&d->mu);
+  }
+  pthread_mutex_unlock(&d->mu);
+  return NULL;
+}
+
+ps_dispatch *ps_dispatch_create(ps_queue *q, int timeout_ms) {
+  ps_dispatch *d = calloc(1, sizeof *d);
+  if (!d)
+    abort();
+  d->q = q;
+  d->timeout_ns = (int64_t)timeout_ms * 1000000;
+  pthread_mutex_init(&d->mu, NULL);
+  pthread_cond_init(&d->cv, NULL);
+  if (pthread_create(&d->waiter, NULL, ps__waiter_main, d) != 0)
+    abort();
+  return d;
+}
+
+void ps_dispatch_destroy(ps_dispatch *d) {
+  if (!d)
+    return;
+  pthread_mutex_lock(&d->mu);
+  d->stopping = 1;
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
+  pthread_join(d->waiter, NULL);
+  pthread_mutex_destroy(&d->mu);
+  pthread_cond_destroy(&d->cv);
+  free(d);
+}
+
+size_t ps_dispatch_parked(ps_dispatch *d) {
+  pthread_mutex_lock(&d->mu);
+  size_t n = d->nparked;
+  pthread_mutex_unlock(&d->mu);
+  return n;
+}
+
+static void ps__log_skipped(const ps_batch *b) {
+  for (size_t i = 0; i < b->msg->n_events; i++) {
+    const Event__Event *ev = b->msg->events[i];
+    if (ps_event_type_name(ev))
+      continue;
+    ps_warn("event skipped: it has no type", "event_id", ev->id, "reason", ps_event_skip_reason(ev),
+            "session_id", b->msg->header->sessionid);
+  }
+}
+
+void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
+                        int64_t deadline_ns, ps_dispatch_done_fn done, void *ctx) {
+  PS_COUNT(rpcs_total, 1);
+  ps_arena *arena = ps_arena_create(len * 3 + 2048);
+  ProtobufCAllocator alloc = ps_arena_allocator(arena);
+  Event__Events *msg = event__events__unpack(&alloc, len, data);
+  char err[256];
+  if (!msg) {
+    ps_arena_destroy(arena);
+    PS_COUNT(rejected_invalid_total, 1);
+    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid event.Events message (malformed or truncated protobuf)");
+    return;
+  }
+  PS_COUNT(events_received_total, msg->n_events);
+  if (ps_pb_check_utf8(&msg->base, err, sizeof err) != 0) {
+    char m[320];
+    snprintf(m, sizeof m, "invalid UTF-8 in string field %s", err);
+    ps_arena_destroy(arena);
+    PS_COUNT(rejected_invalid_total, 1);
+    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, m);
+    return;
+  }
+  if (!msg->header) {
+    ps_arena_destroy(arena);
+    PS_COUNT(rejected_invalid_total, 1);
+    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request has no header");
+    return;
+  }
+  if (msg->n_events == 0) {
+    ps_arena_destroy(arena);
+    done(ctx, GRPC_STATUS_OK, "no events");
+    return;
+  }
+
+  ps_batch *b = ps_arena_alloc(arena, sizeof *b);
+  b->arena = arena;
+  b->msg = msg;
+  b->received_unix = (int64_t)time(NULL);
+  b->n_events = b->n_skipped = 0;
+  for (size_t i = 0; i < msg->n_events; i++) {
+    if (ps_event_type_name(msg->events[i]))
+      b->n_events++;
+    else
+      b->n_skipped++;
+  }
+  if (b->n_skipped) {
+    PS_COUNT(events_skipped_total, b->n_skipped);
+    ps__log_skipped(b);
+  }
+
+  char reply[160];
+  ps__reply_success(b, reply, sizeof reply);
+
+  pthread_mutex_lock(&d->mu);
+  int parked_before = d->head != NULL;
+  pthread_mutex_unlock(&d->mu);
+  if (!parked_before) {
+    int rc = ps_queue_push(d->q, b, 0);
+    if (rc == 0) {
+      ps__accepted(b, done, ctx, reply);
+      return;
+    }
+    if (rc == PS_ECLOSED) {
+      ps_batch_destroy(b);
+      PS_COUNT(rejected_queue_full_total, 1);
+      done(ctx, GRPC_STATUS_UNAVAILABLE, "shutting down");
+      return;
+    }
+  }
+
+  ps__parked *p = calloc(1, sizeof *p);
+  if (!p)
+    abort();
+  int64_t mine = ps_now_ns() + d->timeout_ns;
+  p->batch = b;
+  p->deadline_is_call = deadline_ns < mine;
+  p->deadline_ns = p->deadline_is_call ? deadline_ns : mine;
+  p->done = done;
+  p->ctx = ctx;
+  memcpy(p->reply, reply, sizeof p->reply);
+  pthread_mutex_lock(&d->mu);
+  if (d->tail)
+    d->tail->next = p;
+  else
+    d->head = p;
+  d->tail = p;
+  d->nparked++;
+  pthread_cond_signal(&d->cv);
+  pthread_mutex_unlock(&d->mu);
+}

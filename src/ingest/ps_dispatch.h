@@ -1,0 +1,47 @@
+/*
+ * ps_dispatch: what EventService/dispatch does with a request, apart from gRPC.
+ *
+ * Decodes the request bytes into an arena, validates them (proto3 wire format,
+ * UTF-8 strings, a header), counts the events that have no type, and puts the
+ * batch on the queue. When the queue is full the call is parked (never blocking
+ * the transport's threads) and a waiter thread retries it in arrival order until
+ * DISPATCH_TIMEOUT_MS or the call's deadline, whichever comes first.
+ *
+ * Every submitted call is answered exactly once through its done callback, with
+ * a gRPC status code and a message (Response.message on success, the status
+ * details otherwise). The callback may run on the submitting thread or on the
+ * waiter thread.
+ */
+#ifndef PS_DISPATCH_H
+#define PS_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue/ps_queue.h"
+
+typedef struct ps_dispatch ps_dispatch;
+
+/** Called once per submitted call: status is a grpc_status_code. */
+typedef void (*ps_dispatch_done_fn)(void *ctx, int status, const char *message);
+
+/** Creates the dispatcher (and its waiter thread) feeding q. Aborts on OOM. */
+ps_dispatch *ps_dispatch_create(ps_queue *q, int timeout_ms);
+
+/**
+ * Stops the waiter thread after it has answered every parked call, then frees
+ * the dispatcher. Parked calls finish within their timeout. Accepts NULL.
+ */
+void ps_dispatch_destroy(ps_dispatch *d);
+
+/**
+ * Handles one request. data[0..len) is borrowed for the duration of the call.
+ * deadline_ns is the call's deadline on CLOCK_MONOTONIC (INT64_MAX: none).
+ */
+void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
+                        int64_t deadline_ns, ps_dispatch_done_fn done, void *ctx);
+
+/** Calls parked waiting for room in the queue now. */
+size_t ps_dispatch_parked(ps_dispatch *d);
+
+#endif

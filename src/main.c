@@ -1,0 +1,211 @@
+/*
+ * penstock: an event-ingestion gateway.
+ *
+ *   penstock serve      run the gateway (configuration from the environment)
+ *   penstock version    print the version
+ *   penstock config     print the configuration reference (--markdown) or the
+ *                       effective configuration
+ *
+ * DESIGN (serve): the main thread loads the configuration, starts every stage
+ * and then only waits for SIGINT/SIGTERM, which every other thread blocks.
+ * Threads: gRPC completion-queue threads (ingest), the dispatch waiter
+ * (parked calls), the router's workers (publish), the consumers (land). Each
+ * worker and consumer owns its broker connection; they share the batch queue.
+ * Shutdown runs the data path front to back: health turns NOT_SERVING and the
+ * server stops taking calls and finishes those in flight; the queue is closed
+ * and the workers publish what is left; the consumers flush and acknowledge;
+ * all within SHUTDOWN_TIMEOUT_MS.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/ps_broker.h"
+#include "consume/ps_consumer.h"
+#include "core/ps_config.h"
+#include "core/ps_error.h"
+#include "core/ps_log.h"
+#include "core/ps_metrics.h"
+#include "ingest/ps_dispatch.h"
+#include "ingest/ps_grpc_server.h"
+#include "queue/ps_queue.h"
+#include "route/ps_router.h"
+#include "sink/ps_sink.h"
+
+#ifndef PENSTOCK_VERSION
+#define PENSTOCK_VERSION "0.1.0"
+#endif
+
+#define PS_EVENTS_QUEUE "grpc_clickhouse_event_q"
+#define PS_ERROR_EXCHANGE "grpc_event_error.dx"
+
+enum { PS_EXIT_OK = 0, PS_EXIT_FAIL = 1, PS_EXIT_USAGE = 2 };
+
+static void ps__usage(FILE *out) {
+  fprintf(out,
+          "usage: penstock <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  serve             run the gateway; configuration comes from the environment\n"
+          "                    and the dotenv file for ENV (see `penstock config --markdown`)\n"
+          "  config            print the effective configuration (secrets redacted)\n"
+          "  config --markdown print the configuration reference\n"
+          "  version           print the version\n"
+          "\n"
+          "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error\n");
+}
+
+static ps_sink *ps__make_sink(void *ud) {
+  const ps_config *cfg = ud;
+  ps_clickhouse_options o = {cfg->clickhouse_url, cfg->clickhouse_db, cfg->clickhouse_user,
+                             cfg->clickhouse_password, cfg->clickhouse_timeout_ms};
+  return ps_sink_clickhouse_create(&o, &ps_events_table);
+}
+
+static ps_decoder *ps__make_decoder(void *ud) {
+  (void)ud;
+  return ps_decoder_events_create();
+}
+
+static int ps__serve(void) {
+  ps_config cfg;
+  char err[512];
+  if (ps_config_load(&cfg, NULL, err, sizeof err) != 0) {
+    fprintf(stderr, "penstock: configuration error: %s\n", err);
+    ps_config_free(&cfg);
+    return PS_EXIT_USAGE;
+  }
+  ps_log_level lvl = PS_LOG_INFO;
+  ps_log_format fmt = PS_LOG_TEXT;
+  ps_log_level_parse(cfg.log_level, &lvl);
+  ps_log_format_parse(cfg.log_format, &fmt);
+  ps_log_setup(lvl, fmt);
+
+  /* Every thread started from here on inherits this mask; only sigwait below sees the signals. */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  /* The original service's topology for the event path: its queue dead-letters into <queue>.error. */
+  static const ps_broker_arg q_args[] = {
+      {"x-dead-letter-exchange", PS_ERROR_EXCHANGE, 0},
+      {"x-dead-letter-routing-key", PS_EVENTS_QUEUE, 0},
+  };
+  ps_exchange_decl exchanges[] = {{cfg.event_exchange, "topic", 1}, {PS_ERROR_EXCHANGE, "direct", 1}};
+  ps_queue_decl queues[] = {{PS_EVENTS_QUEUE, 1, q_args, 2}, {PS_EVENTS_QUEUE ".error", 1, NULL, 0}};
+  ps_binding_decl bindings[] = {{PS_EVENTS_QUEUE, cfg.event_exchange, "#"},
+                                {PS_EVENTS_QUEUE ".error", PS_ERROR_EXCHANGE, PS_EVENTS_QUEUE}};
+  ps_topology topo = {exchanges, 2, queues, 2, bindings, 2};
+
+  ps_broker *broker = NULL;
+  if (ps_broker_amqp_create(cfg.rabbitmq_url, &topo, &broker, err, sizeof err) != 0) {
+    fprintf(stderr, "penstock: configuration error: %s\n", err);
+    ps_config_free(&cfg);
+    return PS_EXIT_USAGE;
+  }
+  ps_info("penstock starting", "version", PENSTOCK_VERSION, "env", cfg.env, "broker", broker->display,
+          "clickhouse", cfg.clickhouse_url, "database", cfg.clickhouse_db);
+
+  /* Create the landing table now if ClickHouse is there; consumers retry otherwise. */
+  ps_sink *probe = ps__make_sink(&cfg);
+  if (ps_sink_open(probe, err, sizeof err) != 0)
+    ps_warn("clickhouse: cannot create the landing table yet; consumers will retry", "error", err);
+  ps_sink_destroy(probe);
+
+  ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);
+  ps_router_options ro = {cfg.worker_pool_size, cfg.event_exchange};
+  ps_router *router = ps_router_start(&ro, q, broker);
+  ps_consumer_options co = {PS_EVENTS_QUEUE, cfg.consumers_per_queue, cfg.consumer_prefetch,
+                            cfg.clickhouse_batch_rows, cfg.clickhouse_flush_ms};
+  ps_consumer_factory cf = {ps__make_decoder, ps__make_sink, &cfg};
+  ps_consumer_group *consumers = cfg.consumers_per_queue > 0 ? ps_consumers_start(&co, broker, &cf) : NULL;
+
+  ps_dispatch *dispatch = ps_dispatch_create(q, cfg.dispatch_timeout_ms);
+  ps_grpc_server_options go = {"0.0.0.0", cfg.port, cfg.grpc_max_recv_bytes, cfg.grpc_threads};
+  ps_grpc_server *server = NULL;
+  int exit_code = PS_EXIT_OK;
+  if (ps_grpc_server_start(&go, dispatch, &server) != 0) {
+    ps_error("cannot start the gRPC server", "port", getenv("PORT") ? getenv("PORT") : "50051");
+    exit_code = PS_EXIT_FAIL;
+  } else {
+    ps_grpc_server_set_serving(server, 1);
+    char port[16], workers[16], consumers_n[16];
+    snprintf(port, sizeof port, "%d", ps_grpc_server_port(server));
+    snprintf(workers, sizeof workers, "%d", cfg.worker_pool_size);
+    snprintf(consumers_n, sizeof consumers_n, "%d", cfg.consumers_per_queue);
+    ps_info("penstock serving", "grpc_port", port, "workers", workers, "consumers", consumers_n);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    ps_info("shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  }
+
+  int64_t deadline = ps_now_ns() + (int64_t)cfg.shutdown_timeout_ms * 1000000;
+  if (server && ps_grpc_server_shutdown(server, deadline) != 0)
+    exit_code = PS_EXIT_FAIL;
+  ps_dispatch_destroy(dispatch);
+  ps_queue_close(q);
+  if (ps_router_stop(router, deadline) != 0)
+    exit_code = PS_EXIT_FAIL;
+  ps_consumers_stop(consumers, deadline);
+  ps_queue_destroy(q);
+  ps_broker_destroy(broker);
+
+  char acc[32], pub[32], ins[32];
+  snprintf(acc, sizeof acc, "%llu", (unsigned long long)PS_METRIC_GET(events_accepted_total));
+  snprintf(pub, sizeof pub, "%llu", (unsigned long long)PS_METRIC_GET(events_published_total));
+  snprintf(ins, sizeof ins, "%llu", (unsigned long long)PS_METRIC_GET(rows_inserted_total));
+  ps_info("penstock stopped", "events_accepted", acc, "events_published", pub, "rows_inserted", ins);
+  ps_config_free(&cfg);
+  return exit_code;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    ps__usage(stderr);
+    return PS_EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+    ps__usage(stdout);
+    return PS_EXIT_OK;
+  }
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("penstock %s\n", PENSTOCK_VERSION);
+    return PS_EXIT_OK;
+  }
+  if (strcmp(cmd, "serve") == 0) {
+    if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+      printf("usage: penstock serve\n\nRuns the gateway. Settings come from the environment and the\n"
+             "dotenv file for ENV; `penstock config --markdown` lists them.\n");
+      return PS_EXIT_OK;
+    }
+    if (argc > 2) {
+      fprintf(stderr, "penstock serve: unexpected argument '%s'\n", argv[2]);
+      return PS_EXIT_USAGE;
+    }
+    return ps__serve();
+  }
+  if (strcmp(cmd, "config") == 0) {
+    if (argc > 2 && strcmp(argv[2], "--markdown") == 0) {
+      ps_config_print_reference(stdout);
+      return PS_EXIT_OK;
+    }
+    ps_config cfg;
+    char err[512];
+    int rc = ps_config_load(&cfg, NULL, err, sizeof err);
+    if (rc != 0)
+      fprintf(stderr, "penstock: configuration error: %s\n", err);
+    else
+      ps_config_print(&cfg, stdout);
+    ps_config_free(&cfg);
+    return rc ? PS_EXIT_USAGE : PS_EXIT_OK;
+  }
+  fprintf(stderr, "penstock: unknown command '%s'\n", cmd);
+  ps__usage(stderr);
+  return PS_EXIT_USAGE;
+}

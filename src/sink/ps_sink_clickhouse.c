@@ -1,0 +1,250 @@
+/*
+ * ps_sink_clickhouse: rows into ClickHouse over its HTTP interface.
+ *
+ * Rows are kept as TabSeparated text in one buffer and sent as a single
+ * `INSERT ... FORMAT TabSeparated` per flush, over a keep-alive libcurl
+ * handle owned by the sink. DateTime values go as epoch seconds, which every
+ * ClickHouse release parses the same way whatever the server's time zone.
+ * A failed insert is classified from ClickHouse's exception code: data it
+ * cannot parse is DROP, everything else (network, overload, server down) RETRY.
+ */
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ps_buf.h"
+#include "core/ps_error.h"
+#include "core/ps_log.h"
+#include "sink/ps_sink.h"
+
+typedef struct {
+  ps_sink base;
+  ps_clickhouse_options opt;
+  char *url, *database, *user, *password;
+  CURL *curl;
+  ps_buf rows;
+  size_t nrows;
+  char *insert_url;
+  ps_buf reply;
+} ps__ch_sink;
+
+static pthread_once_t ps__curl_once = PTHREAD_ONCE_INIT;
+static void ps__curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static size_t ps__on_body(char *p, size_t size, size_t n, void *ud) {
+  ps_buf *b = ud;
+  if (b->len < 4096)
+    ps_buf_append(b, p, size * n);
+  return size * n;
+}
+
+/* Exception codes that mean "this data is wrong", not "try later". */
+static int ps__is_bad_data(int code) {
+  static const int bad[] = {6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    if (bad[i] == code)
+      return 1;
+  return 0;
+}
+
+/* POSTs body to query; returns OK, RETRY or DROP with a message in err. */
+static ps_sink_result ps__post(ps__ch_sink *s, const char *url, const char *body, size_t len, char *err,
+                               size_t errlen) {
+  if (!s->curl) {
+    s->curl = curl_easy_init();
+    if (!s->curl) {
+      snprintf(err, errlen, "curl_easy_init failed");
+      return PS_SINK_RETRY;
+    }
+  }
+  CURL *c = s->curl;
+  ps_buf_reset(&s->reply);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_POST, 1L);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, ps__on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &s->reply);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->opt.timeout_ms);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (s->user[0]) {
+    curl_easy_setopt(c, CURLOPT_USERNAME, s->user);
+    curl_easy_setopt(c, CURLOPT_PASSWORD, s->password);
+  }
+  struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: text/tab-separated-values");
+  hdr = curl_slist_append(hdr, "Expect:");
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+  CURLcode cc = curl_easy_perform(c);
+  curl_slist_free_all(hdr);
+  if (cc != CURLE_OK) {
+    snprintf(err, errlen, "%s", curl_easy_strerror(cc));
+    return PS_SINK_RETRY;
+  }
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  if (status == 200)
+    return PS_SINK_OK;
+  const char *msg = s->reply.data ? s->reply.data : "";
+  snprintf(err, errlen, "HTTP %ld: %.*s", status, 400, msg);
+  for (char *p = err; *p; p++)
+    if (*p == '\n')
+      *p = ' ';
+  int code = 0;
+  const char *cp = strstr(msg, "Code: ");
+  if (cp)
+    code = atoi(cp + 6);
+  return ps__is_bad_data(code) ? PS_SINK_DROP : PS_SINK_RETRY;
+}
+
+static const char *ps__type_ddl(ps_col_type t) {
+  switch (t) {
+  case PS_COL_STRING: return "String";
+  case PS_COL_INT64: return "Int64";
+  case PS_COL_UINT64: return "UInt64";
+  case PS_COL_FLOAT64: return "Float64";
+  case PS_COL_DATETIME: return "DateTime";
+  }
+  return "String";
+}
+
+static char *ps__query_url(ps__ch_sink *s, const char *query) {
+  CURL *c = curl_easy_init();
+  char *q = curl_easy_escape(c, query, 0);
+  ps_buf u = PS_BUF_INIT;
+  ps_buf_printf(&u, "%s/?query=%s", s->url, q);
+  curl_free(q);
+  curl_easy_cleanup(c);
+  return u.data;
+}
+
+static int ps__ch_open(ps_sink *bs, char *err, size_t errlen) {
+  ps__ch_sink *s = (ps__ch_sink *)bs;
+  const ps_table *t = bs->table;
+  ps_buf ddl = PS_BUF_INIT;
+  ps_buf_printf(&ddl, "CREATE TABLE IF NOT EXISTS %s.%s (", s->database, t->name);
+  for (size_t i = 0; i < t->ncols; i++)
+    ps_buf_printf(&ddl, "%s%s %s", i ? ", " : "", t->cols[i].name, ps__type_ddl(t->cols[i].type));
+  ps_buf_printf(&ddl, ") %s", t->engine);
+  ps_sink_result r = ps__post(s, s->url, ddl.data, ddl.len, err, errlen);
+  ps_buf_free(&ddl);
+  if (r == PS_SINK_OK)
+    return 0;
+  return r == PS_SINK_RETRY ? PS_ECONN : PS_EREJECTED;
+}
+
+static void ps__tsv_string(ps_buf *b, const char *s, size_t n) {
+  ps_buf_reserve(b, n + n / 8 + 2);
+  size_t start = 0;
+  for (size_t i = 0; i < n; i++) {
+    char e;
+    switch (s[i]) {
+    case '\\': e = '\\'; break;
+    case '\t': e = 't'; break;
+    case '\n': e = 'n'; break;
+    case '\r': e = 'r'; break;
+    case '\0': e = '0'; break;
+    case '\b': e = 'b'; break;
+    case '\f': e = 'f'; break;
+    default: continue;
+    }
+    ps_buf_append(b, s + start, i - start);
+    ps_buf_putc(b, '\\');
+    ps_buf_putc(b, e);
+    start = i + 1;
+  }
+  ps_buf_append(b, s + start, n - start);
+}
+
+static void ps__ch_write(ps_sink *bs, const ps_value *row) {
+  ps__ch_sink *s = (ps__ch_sink *)bs;
+  const ps_table *t = bs->table;
+  for (size_t i = 0; i < t->ncols; i++) {
+    if (i)
+      ps_buf_putc(&s->rows, '\t');
+    const ps_value *v = &row[i];
+    switch (t->cols[i].type) {
+    case PS_COL_STRING:
+      ps__tsv_string(&s->rows, v->s ? v->s : "", v->s ? v->len : 0);
+      break;
+    case PS_COL_INT64:
+    case PS_COL_DATETIME:
+      ps_buf_put_i64(&s->rows, v->i);
+      break;
+    case PS_COL_UINT64:
+      ps_buf_put_u64(&s->rows, v->u);
+      break;
+    case PS_COL_FLOAT64:
+      ps_buf_printf(&s->rows, "%.17g", v->f);
+      break;
+    }
+  }
+  ps_buf_putc(&s->rows, '\n');
+  s->nrows++;
+}
+
+static size_t ps__ch_pending(ps_sink *bs) { return ((ps__ch_sink *)bs)->nrows; }
+
+static void ps__ch_discard(ps_sink *bs) {
+  ps__ch_sink *s = (ps__ch_sink *)bs;
+  ps_buf_reset(&s->rows);
+  s->nrows = 0;
+}
+
+static ps_sink_result ps__ch_flush(ps_sink *bs, char *err, size_t errlen) {
+  ps__ch_sink *s = (ps__ch_sink *)bs;
+  if (!s->nrows)
+    return PS_SINK_OK;
+  ps_sink_result r = ps__post(s, s->insert_url, s->rows.data, s->rows.len, err, errlen);
+  if (r != PS_SINK_RETRY)
+    ps__ch_discard(bs);
+  return r;
+}
+
+static void ps__ch_destroy(ps_sink *bs) {
+  ps__ch_sink *s = (ps__ch_sink *)bs;
+  if (!s)
+    return;
+  if (s->curl)
+    curl_easy_cleanup(s->curl);
+  ps_buf_free(&s->rows);
+  ps_buf_free(&s->reply);
+  free(s->insert_url);
+  free(s->url);
+  free(s->database);
+  free(s->user);
+  free(s->password);
+  free(s);
+}
+
+static const ps_sink_ops ps__ch_ops = {
+    "clickhouse", ps__ch_open, ps__ch_write, ps__ch_pending, ps__ch_flush, ps__ch_discard, ps__ch_destroy,
+};
+
+ps_sink *ps_sink_clickhouse_create(const ps_clickhouse_options *opt, const ps_table *table) {
+  pthread_once(&ps__curl_once, ps__curl_init);
+  ps__ch_sink *s = calloc(1, sizeof *s);
+  if (!s)
+    abort();
+  s->base.ops = &ps__ch_ops;
+  s->base.table = table;
+  s->opt = *opt;
+  s->url = strdup(opt->url);
+  size_t n = strlen(s->url);
+  while (n && s->url[n - 1] == '/')
+    s->url[--n] = '\0';
+  s->database = strdup(opt->database);
+  s->user = strdup(opt->user ? opt->user : "");
+  s->password = strdup(opt->password ? opt->password : "");
+  ps_buf q = PS_BUF_INIT;
+  ps_buf_printf(&q, "INSERT INTO %s.%s (", s->database, table->name);
+  for (size_t i = 0; i < table->ncols; i++)
+    ps_buf_printf(&q, "%s%s", i ? ", " : "", table->cols[i].name);
+  ps_buf_puts(&q, ") FORMAT TabSeparated");
+  s->insert_url = ps__query_url(s, q.data);
+  ps_buf_free(&q);
+  return &s->base;
+}

@@ -1,0 +1,237 @@
+"""End to end: ≥ 10,000 events of every type through gRPC → queue → workers → RabbitMQ → ClickHouse.
+
+Checks every row in ClickHouse column by column, and every message penstock published (seen on a test
+queue bound '#' to the event exchange) against the batch it came from. Prints the events/s seen.
+"""
+
+import collections
+import json
+import os
+import threading
+import time
+
+import grpc
+from google.protobuf import json_format
+
+import pstest
+from pstest import pb
+
+PER_TYPE = int(os.environ.get("PS_TEST_E2E_PER_TYPE", "10000"))
+BATCH = 50
+SENDERS = 4
+
+
+def send_all(port, batches, senders=SENDERS):
+    """Sends every batch from `senders` threads, each on its own channel (connection).
+
+    Returns (results by batch index, first send time, last answer time)."""
+    results = [None] * len(batches)
+    t_first = [None]
+    lock = threading.Lock()
+
+    def run(k):
+        ch = pstest.grpc_channel(port)
+        call = pstest.dispatch_stub(ch)
+        try:
+            for i in range(k, len(batches), senders):
+                with lock:
+                    if t_first[0] is None:
+                        t_first[0] = time.monotonic()
+                try:
+                    r = call(batches[i][0], timeout=30)
+                    results[i] = ("OK", r.status, r.message)
+                except grpc.RpcError as e:
+                    results[i] = (str(e.code()), None, e.details())
+        finally:
+            ch.close()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, t_first[0], time.monotonic()
+
+
+def test_e2e(penstock_proc, db, clickhouse):
+    runid = pstest.new_id("e2e")
+    factory = pstest.EventFactory(runid)
+    batches = factory.mixed_batches(PER_TYPE, BATCH)
+    n_types = len(factory.types)
+    sent = {}  # id -> (batch index, position, Event, expected unix time or None)
+    for bi, (b, expects) in enumerate(batches):
+        for pos, (ev, exp) in enumerate(zip(b.events, expects)):
+            sent[ev.id] = (bi, pos, ev, exp)
+    total = len(sent)
+    assert total == PER_TYPE * n_types
+
+    queue = pstest.TestQueue()
+    try:
+        p = penstock_proc(db=db)
+        # Duplicates must stay visible: ReplacingMergeTree would fold them in a background merge.
+        pstest.poll(lambda: clickhouse.table_exists(db, "events"), 30, what="penstock to create %s.events" % db)
+        clickhouse.query("SYSTEM STOP MERGES %s.events" % db)
+
+        wall0 = time.time()
+        results, t_first, t_sent = send_all(p.port, batches)
+        bad = [(i, r) for i, r in enumerate(results) if r is None or r[0] != "OK" or r[1] != "SUCCESS"]
+        assert not bad, "%d of %d calls did not answer SUCCESS, first: %s" % (len(bad), len(batches), bad[:5])
+
+        like = "event_id LIKE '%s-%%'" % runid
+        count_sql = "SELECT count() AS n FROM %s.events WHERE %s" % (db, like)
+        last = [0]
+
+        def landed():
+            last[0] = int(clickhouse.rows(count_sql)[0]["n"])
+            return last[0] >= total
+
+        pstest.poll(landed, 120, interval=0.05, what="%d rows in ClickHouse" % total)
+        t_landed = time.monotonic()
+        wall1 = time.time()
+        secs = t_landed - t_first
+        pstest.report("e2e: %d events (%d types x %d, batches of %d, %d sender threads) sent in %.2fs "
+                      "(%.0f events/s accepted); all in ClickHouse after %.2fs: %.0f events/s end to end"
+                      % (total, n_types, PER_TYPE, BATCH, SENDERS, t_sent - t_first, total / (t_sent - t_first),
+                         secs, total / secs))
+
+        # (a) ClickHouse: every id exactly once, every column right.
+        r = clickhouse.rows("SELECT count() AS n, uniqExact(event_id) AS u FROM %s.events WHERE %s" % (db, like))[0]
+        assert (int(r["n"]), int(r["u"])) == (total, total), "rows, distinct ids = %s, %s; sent %d" % (
+            r["n"], r["u"], total)
+        rows = clickhouse.rows(
+            "SELECT event_id, event_type, event_timestamp, toUnixTimestamp(event_time) AS t, "
+            "toUnixTimestamp(received_at) AS rt, session_id, user_id, device_id, client_id, os, app_version, "
+            "payload FROM %s.events WHERE %s" % (db, like))
+        assert len(rows) == total
+        problems = []
+        by_type = collections.Counter()
+        for row in rows:
+            eid = row["event_id"]
+            if eid not in sent:
+                problems.append("unknown id %s" % eid)
+                continue
+            bi, pos, ev, exp_t = sent[eid]
+            header = batches[bi][0].header
+            type_name, sub = pstest.payload_of(ev)
+            by_type[row["event_type"]] += 1
+            want = {
+                "event_type": type_name, "event_timestamp": ev.timestamp, "session_id": header.sessionId,
+                "user_id": header.userId, "device_id": header.deviceId, "client_id": header.clientId,
+                "os": header.os, "app_version": header.appVersion,
+            }
+            got = dict((k, row[k]) for k in want)
+            got["user_id"] = int(got["user_id"])
+            for k in want:
+                if got[k] != want[k]:
+                    problems.append("%s: %s = %r, want %r" % (eid, k, got[k], want[k]))
+            rt = int(row["rt"])
+            if not int(wall0) - 1 <= rt <= int(wall1) + 1:
+                problems.append("%s: received_at %d outside the test's window [%d, %d]" % (eid, rt, wall0, wall1))
+            t = int(row["t"])
+            if exp_t is None:
+                if not int(wall0) - 1 <= t <= int(wall1) + 1:
+                    problems.append("%s: event_time %d for unparsable timestamp %r, want the receive time"
+                                    % (eid, t, ev.timestamp))
+            elif t != exp_t:
+                problems.append("%s: event_time %d for timestamp %r, want %d" % (eid, t, ev.timestamp, exp_t))
+            try:
+                payload = json.loads(row["payload"])
+            except ValueError as e:
+                problems.append("%s: payload is not JSON (%s): %r" % (eid, e, row["payload"][:200]))
+                continue
+            want_payload = pstest.payload_json(sub)
+            if payload != want_payload:
+                problems.append("%s: payload %s, want %s" % (eid, row["payload"][:300],
+                                                             json.dumps(want_payload, ensure_ascii=False)[:300]))
+        assert not problems, "%d column mismatches, first:\n%s" % (len(problems), "\n".join(problems[:15]))
+        assert len(by_type) == n_types and set(by_type.values()) == {PER_TYPE}, by_type
+
+        # (b) the messages published: one type each, routing key = type, exactly the batch's events.
+        seen = collections.Counter()
+
+        def all_seen(msgs):
+            return sum(len(json.loads(b).get("events", [])) for _, _, b in msgs) >= total
+
+        msgs = queue.drain(until=all_seen, inactivity=1.0, timeout=120)
+        problems = []
+        for method, props, body in msgs:
+            rk = method.routing_key
+            if props.content_type != "application/json":
+                problems.append("content_type %r" % props.content_type)
+            if props.delivery_mode != 2:
+                problems.append("delivery_mode %r" % props.delivery_mode)
+            if not props.message_id:
+                problems.append("no message_id")
+            try:
+                m = json_format.Parse(body, pb.Events())
+            except json_format.ParseError as e:
+                problems.append("body does not parse as Events (%s): %r" % (e, body[:300]))
+                continue
+            if not m.events:
+                problems.append("message with no events, key %s" % rk)
+                continue
+            bi = sent.get(m.events[0].id, (None,))[0]
+            if bi is None:
+                problems.append("message with unknown event id %s" % m.events[0].id)
+                continue
+            batch = batches[bi][0]
+            if m.header != batch.header:
+                problems.append("batch %d: header %s, want %s" % (bi, json_format.MessageToJson(m.header),
+                                                                  json_format.MessageToJson(batch.header)))
+            want = [e for e in batch.events if pstest.payload_of(e)[0] == rk]
+            if [e.SerializeToString(deterministic=True) for e in m.events] != \
+                    [e.SerializeToString(deterministic=True) for e in want]:
+                problems.append("batch %d key %s: events %s, want %s" % (
+                    bi, rk, [e.id for e in m.events], [e.id for e in want]))
+                for got_e, want_e in zip(m.events, want):
+                    if got_e != want_e:
+                        problems.append("  first difference: got %s want %s" % (
+                            json_format.MessageToJson(got_e)[:400], json_format.MessageToJson(want_e)[:400]))
+                        break
+            for e in m.events:
+                seen[e.id] += 1
+        missing = [i for i in sent if seen[i] == 0]
+        dups = [i for i, n in seen.items() if n > 1]
+        assert not problems, "%d problems in %d messages, first:\n%s" % (len(problems), len(msgs),
+                                                                         "\n".join(problems[:15]))
+        assert not missing and not dups, "%d sent events never published, %d published more than once " \
+            "(e.g. %s %s)" % (len(missing), len(dups), missing[:3], dups[:3])
+        pstest.report("e2e: %d messages published for %d batches (%.1f types per batch)"
+                      % (len(msgs), len(batches), len(msgs) / len(batches)))
+        p.stop()
+    finally:
+        queue.close()
+
+
+def test_strings_with_nul_round_trip(penstock_proc, db, clickhouse):
+    """U+0000 is valid in a proto3 string: it must reach RabbitMQ and ClickHouse intact, not cut short."""
+    runid = pstest.new_id("nul")
+    queue = pstest.TestQueue()
+    try:
+        p = penstock_proc(db=db)
+        b = pb.Events(header=pb.Header(sessionId="sess\x00ion", userId=7, os="and\x00roid"))
+        e = b.events.add(id="%s-1" % runid, timestamp="1700000000")
+        e.clickEvent.page = "pa\x00ge"
+        e.clickEvent.elementId = "\x00"
+        e = b.events.add(id="%s-2" % runid, timestamp="1700000000")
+        e.pageOpenedEvent.params["k\x00ey"] = "va\x00lue"
+        assert p.dispatch(b).status == "SUCCESS"
+        ids = [ev.id for ev in b.events]
+        pstest.poll(lambda: clickhouse.count_ids(db, ids)[0] >= len(ids), 30, what="the events in ClickHouse")
+        rows = {r["event_id"]: r for r in clickhouse.rows(
+            "SELECT event_id, session_id, os, payload FROM %s.events WHERE event_id LIKE '%s-%%'" % (db, runid))}
+        for ev in b.events:
+            r = rows[ev.id]
+            assert (r["session_id"], r["os"]) == (b.header.sessionId, b.header.os), r
+            assert json.loads(r["payload"]) == pstest.payload_json(pstest.payload_of(ev)[1]), r
+        msgs = queue.drain(until=lambda m: len(m) >= 2, inactivity=0.5, timeout=30)
+        got = {}
+        for _, _, body in msgs:
+            m = json_format.Parse(body, pb.Events())
+            assert m.header == b.header, json_format.MessageToJson(m.header)
+            for ev in m.events:
+                got[ev.id] = ev
+        assert [got.get(ev.id) for ev in b.events] == list(b.events)
+        p.stop()
+    finally:
+        queue.close()
