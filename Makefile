@@ -48,6 +48,9 @@ UNIT_SRC  := $(sort $(wildcard tests/unit/*/test_*.c))
 UNIT_BIN  := $(UNIT_SRC:%.c=$(BUILD)/%)
 UNIT_HELPERS := $(BUILD)/tests/unit/ps_test.o
 
+# Keep objects that only a test binary needs (make would delete them as intermediates).
+.SECONDARY:
+
 .PHONY: all deps run test test-unit test-sanitize test-integration clean unit-bins
 all: $(BUILD)/penstock
 
@@ -88,7 +91,6 @@ TEST_PROTO_OBJ := $(BUILD)/gen/tests/types.pb-c.o $(BUILD)/gen/tests/types2.pb-c
 $(BUILD)/gen/tests/%.pb-c.c $(BUILD)/gen/tests/%.pb-c.h: tests/proto/%.proto
 	@mkdir -p $(BUILD)/gen/tests
 	protoc-c --proto_path=tests/proto --c_out=$(BUILD)/gen/tests $<
-.SECONDARY: $(TEST_PROTO_OBJ:.o=.c) $(TEST_PROTO_OBJ:.o=.h)
 $(BUILD)/tests/unit/codec/test_pbjson: $(TEST_PROTO_OBJ)
 $(BUILD)/tests/unit/codec/test_pbjson: UNIT_HELPERS += $(TEST_PROTO_OBJ)
 

@@ -141,10 +141,4 @@ static inline void ps_broker_destroy(ps_broker *b) {
     b->ops->destroy(b);
 }
 
-/**
- * Sleeps for the attempt-th backoff step (exponential from base_ms up to
- * max_ms, with full jitter), or until *stop becomes non-zero.
- */
-void ps_backoff_sleep(int attempt, int base_ms, int max_ms, const _Atomic int *stop);
-
 #endif

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 
 #include "broker/ps_broker.h"
 #include "core/ps_error.h"
@@ -303,21 +302,4 @@ int ps_broker_amqp_create(const char *url, const ps_topology *topology, ps_broke
   b->base.display = strdup(display);
   *out = &b->base;
   return 0;
-}
-
-void ps_backoff_sleep(int attempt, int base_ms, int max_ms, const _Atomic int *stop) {
-  int64_t cap = base_ms;
-  for (int i = 0; i < attempt && cap < max_ms; i++)
-    cap *= 2;
-  if (cap > max_ms)
-    cap = max_ms;
-  /* Full jitter: spreads reconnects of many threads and processes apart. */
-  unsigned seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
-  int64_t ms = cap / 2 + (int64_t)(rand_r(&seed) % (unsigned)(cap / 2 + 1));
-  while (ms > 0 && !(stop && atomic_load(stop))) {
-    int step = ms > 50 ? 50 : (int)ms;
-    struct timespec ts = {0, step * 1000000L};
-    nanosleep(&ts, NULL);
-    ms -= step;
-  }
 }

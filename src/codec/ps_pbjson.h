@@ -63,6 +63,17 @@ int ps_pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json,
  */
 int ps_pb_check_utf8(const ProtobufCMessage *msg, char *err, size_t errlen);
 
+/**
+ * Checks every string field of the serialized message data[0..len) of type
+ * desc, at any depth, on the wire: valid UTF-8 and no U+0000 (protobuf-c
+ * would silently cut such a string at the NUL). Bytes that are not a valid
+ * encoding pass (the unpacker refuses them). Returns 0, or PS_EINVAL with
+ * "<field path>: <reason>" (e.g. "events[3].pageOpenedEvent.params[0].key:
+ * invalid UTF-8") in err.
+ */
+int ps_pb_check_wire_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len, char *err,
+                             size_t errlen);
+
 /** Returns 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int ps_utf8_valid(const char *s, size_t n);
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ps_backoff.h"
 #include "core/ps_error.h"
 #include "core/ps_log.h"
 #include "core/ps_metrics.h"
@@ -119,7 +120,7 @@ static int ps__flush(ps__consumer *c) {
     }
     if (atomic_load(&g->stop) && ps_now_ns() >= atomic_load(&g->deadline_ns))
       return PS_ETIMEDOUT;
-    ps_backoff_sleep(attempt, 200, 10000, NULL);
+    ps_backoff_sleep(attempt, 200, 10000, &g->deadline_ns, NULL);
   }
 }
 
@@ -143,6 +144,14 @@ static void ps__handle(ps__consumer *c, const ps_delivery *d) {
     c->oldest_ns = ps_now_ns();
 }
 
+/*
+ * Stopping drains: once the stop flag is up the consumer keeps taking what
+ * the queue holds (the workers have published their last batches by then)
+ * until no delivery comes for PS__DRAIN_IDLE_MS or the deadline passes, then
+ * flushes, acks and leaves.
+ */
+#define PS__DRAIN_IDLE_MS 300
+
 static void *ps__consumer_main(void *arg) {
   ps__consumer *c = arg;
   ps_consumer_group *g = c->g;
@@ -150,18 +159,21 @@ static void *ps__consumer_main(void *arg) {
   c->sink = g->factory.sink(g->factory.ud);
   int attempt = 0;
   const int64_t flush_ns = (int64_t)g->opt.flush_ms * 1000000;
-  while (!atomic_load(&g->stop)) {
+  for (;;) {
+    int stopping = atomic_load(&g->stop);
+    if (stopping && (!c->conn || ps_now_ns() >= atomic_load(&g->deadline_ns)))
+      break;
     if (!c->conn) {
       if (ps__connect(c) != 0) {
-        ps_backoff_sleep(attempt++, 100, 5000, &g->stop);
+        ps_backoff_sleep(attempt++, 100, 5000, NULL, &g->stop);
         continue;
       }
       if (attempt)
         PS_COUNT(broker_reconnects_total, 1);
       attempt = 0;
     }
-    int wait_ms = 200;
-    if (c->pending_msgs) {
+    int wait_ms = stopping ? PS__DRAIN_IDLE_MS : 200;
+    if (c->pending_msgs && !stopping) {
       int64_t left = c->oldest_ns + flush_ns - ps_now_ns();
       wait_ms = left <= 0 ? 0 : (int)(left / 1000000) + 1;
       if (wait_ms > 200)
@@ -179,13 +191,16 @@ static void *ps__consumer_main(void *arg) {
     }
     if (!c->conn)
       continue;
-    if (c->pending_msgs && (ps_sink_pending(c->sink) >= (size_t)g->opt.batch_rows ||
+    int drained = stopping && rc == PS_ETIMEDOUT;
+    if (c->pending_msgs && (drained || ps_sink_pending(c->sink) >= (size_t)g->opt.batch_rows ||
                             ps_now_ns() - c->oldest_ns >= flush_ns)) {
       if (ps__flush(c) != 0)
         ps__drop_conn(c);
     }
+    if (drained)
+      break;
   }
-  if (c->conn && ps__flush(c) != 0 && c->pending_msgs)
+  if (c->conn && ps__flush(c) != 0)
     ps_warn("consumer: stopped before its last batch landed; its messages return to the queue", "queue",
             g->opt.queue);
   if (c->conn)
@@ -203,6 +218,7 @@ ps_consumer_group *ps_consumers_start(const ps_consumer_options *opt, ps_broker 
   g->opt = *opt;
   g->broker = broker;
   g->factory = *factory;
+  atomic_store(&g->deadline_ns, INT64_MAX);
   g->consumers = calloc((size_t)(opt->count > 0 ? opt->count : 1), sizeof *g->consumers);
   for (int i = 0; i < opt->count; i++) {
     g->consumers[i].g = g;

@@ -66,20 +66,28 @@ static void ps__json_str(ps_buf *b, const char *s) {
 }
 
 static void ps__text_val(ps_buf *b, const char *s) {
-  int quote = *s == '\0' || strpbrk(s, " \t\n\"=") != NULL;
+  int quote = *s == '\0';
+  for (const char *c = s; *c && !quote; c++)
+    quote = (unsigned char)*c <= ' ' || *c == '"' || *c == '=' || *c == '\\';
   if (!quote) {
     ps_buf_puts(b, s);
     return;
   }
   ps_buf_putc(b, '"');
   for (; *s; s++) {
-    if (*s == '"' || *s == '\\')
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') {
       ps_buf_putc(b, '\\');
-    if (*s == '\n') {
+      ps_buf_putc(b, (char)c);
+    } else if (c == '\n') {
       ps_buf_puts(b, "\\n");
-      continue;
+    } else if (c == '\t') {
+      ps_buf_puts(b, "\\t");
+    } else if (c < 0x20 || c == 0x7f) {
+      ps_buf_printf(b, "\\x%02x", c);
+    } else {
+      ps_buf_putc(b, (char)c);
     }
-    ps_buf_putc(b, *s);
   }
   ps_buf_putc(b, '"');
 }

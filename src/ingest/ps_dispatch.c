@@ -28,6 +28,7 @@
 typedef struct ps__parked {
   struct ps__parked *next;
   ps_batch *batch;
+  uint32_t n_events;       /* of the batch, readable after it was queued */
   int64_t deadline_ns;     /* min(parked + timeout, call deadline) */
   int deadline_is_call;    /* the call's own deadline is the earlier one */
   ps_dispatch_done_fn done;
@@ -65,9 +66,10 @@ static void ps__reply_success(const ps_batch *b, char *out, size_t outlen) {
            (unsigned)b->n_events, (unsigned)b->n_skipped, nopayload, unknown);
 }
 
-/* Answers an accepted batch, then lets go of it (the queue owns it now). */
-static void ps__accepted(ps_batch *b, ps_dispatch_done_fn done, void *ctx, char *reply) {
-  PS_COUNT(events_accepted_total, b->n_events + b->n_skipped);
+/* Answers an accepted batch. The batch itself is the workers' now (it may
+   already be freed), so the caller passes its event count. */
+static void ps__accepted(uint32_t n_events, ps_dispatch_done_fn done, void *ctx, const char *reply) {
+  PS_COUNT(events_accepted_total, n_events);
   done(ctx, GRPC_STATUS_OK, reply);
 }
 
@@ -133,7 +135,7 @@ static void *ps__waiter_main(void *arg) {
 
     if (p_done) {
       if (rc == 0) {
-        ps__accepted(p->batch, p->done, p->ctx, p->reply);
+        ps__accepted(p->n_events, p->done, p->ctx, p->reply);
         free(p);
       } else {
         ps__reject(p, rc);
@@ -207,9 +209,9 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
     return;
   }
   PS_COUNT(events_received_total, msg->n_events);
-  if (ps_pb_check_utf8(&msg->base, err, sizeof err) != 0) {
+  if (ps_pb_check_wire_strings(&event__events__descriptor, data, len, err, sizeof err) != 0) {
     char m[320];
-    snprintf(m, sizeof m, "invalid UTF-8 in string field %s", err);
+    snprintf(m, sizeof m, "invalid string field %s", err);
     ps_arena_destroy(arena);
     PS_COUNT(rejected_invalid_total, 1);
     done(ctx, GRPC_STATUS_INVALID_ARGUMENT, m);
@@ -250,9 +252,10 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
   int parked_before = d->head != NULL;
   pthread_mutex_unlock(&d->mu);
   if (!parked_before) {
+    uint32_t n = b->n_events + b->n_skipped;
     int rc = ps_queue_push(d->q, b, 0);
     if (rc == 0) {
-      ps__accepted(b, done, ctx, reply);
+      ps__accepted(n, done, ctx, reply);
       return;
     }
     if (rc == PS_ECLOSED) {
@@ -268,6 +271,7 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
     abort();
   int64_t mine = ps_now_ns() + d->timeout_ns;
   p->batch = b;
+  p->n_events = b->n_events + b->n_skipped;
   p->deadline_is_call = deadline_ns < mine;
   p->deadline_ns = p->deadline_is_call ? deadline_ns : mine;
   p->done = done;

@@ -22,6 +22,7 @@
 
 #include "codec/ps_events.h"
 #include "codec/ps_pbjson.h"
+#include "core/ps_backoff.h"
 #include "core/ps_buf.h"
 #include "core/ps_error.h"
 #include "core/ps_log.h"
@@ -45,13 +46,10 @@ struct ps_router {
   ps_broker *broker;
   ps__worker *workers;
   uint64_t instance; /* distinguishes this process's message ids */
-  _Atomic int giving_up;
-  _Atomic int64_t give_up_ns;
+  _Atomic int64_t give_up_ns; /* INT64_MAX until stop sets the shutdown deadline */
 };
 
-static int ps__past_give_up(ps_router *r) {
-  return atomic_load(&r->giving_up) && ps_now_ns() >= atomic_load(&r->give_up_ns);
-}
+static int ps__past_give_up(ps_router *r) { return ps_now_ns() >= atomic_load(&r->give_up_ns); }
 
 /* Publishes one message, reconnecting as needed. Returns 0, or PS_ETIMEDOUT when giving up. */
 static int ps__publish(ps__worker *w, const ps_message *m) {
@@ -83,7 +81,7 @@ static int ps__publish(ps__worker *w, const ps_message *m) {
     }
     if (ps__past_give_up(r))
       return PS_ETIMEDOUT;
-    ps_backoff_sleep(attempt, 100, 5000, NULL);
+    ps_backoff_sleep(attempt, 100, 5000, &r->give_up_ns, NULL);
   }
 }
 
@@ -169,6 +167,7 @@ ps_router *ps_router_start(const ps_router_options *opt, ps_queue *q, ps_broker 
   r->opt = *opt;
   r->q = q;
   r->broker = broker;
+  atomic_store(&r->give_up_ns, INT64_MAX);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   r->instance = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
@@ -184,7 +183,6 @@ ps_router *ps_router_start(const ps_router_options *opt, ps_queue *q, ps_broker 
 
 int ps_router_stop(ps_router *r, int64_t deadline_ns) {
   atomic_store(&r->give_up_ns, deadline_ns);
-  atomic_store(&r->giving_up, 1);
   int rc = 0;
   for (int i = 0; i < r->opt.workers; i++) {
     pthread_join(r->workers[i].thread, NULL);

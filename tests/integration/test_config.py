@@ -1,6 +1,7 @@
 """Configuration: invalid values stop start-up naming the variable; .env files load as the original's did
 (ENV=PRODUCTION → .env.production, ENV=STAGE → .env.stage, else .env) and the real environment wins."""
 
+import os
 import re
 import subprocess
 import tempfile
@@ -85,3 +86,11 @@ def test_version():
     out = (r.stdout + r.stderr).decode("utf-8", "replace")
     assert r.returncode == 0, "penstock version exited %d: %s" % (r.returncode, out)
     assert re.search(r"\d+\.\d+", out), "no version in %r" % out
+
+
+def test_readme_configuration_table_matches_the_code():
+    """README.md's configuration reference is the one `penstock config --markdown` prints, so it cannot drift."""
+    build = os.path.dirname(pstest.PENSTOCK_BIN)
+    r = subprocess.run([os.path.join(pstest.ROOT, "scripts", "config-doc"), build, "--check"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
