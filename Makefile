@@ -9,7 +9,7 @@
 #
 # Every library comes through pkg-config; protobuf code is generated at build time by protoc-c.
 
-PKGS      := grpc gpr libprotobuf-c librabbitmq libcurl jansson
+PKGS      := grpc gpr libprotobuf-c librabbitmq libcurl jansson libmicrohttpd libsystemd
 CC        ?= cc
 SAN       ?=
 ifeq ($(SAN),address)

@@ -16,6 +16,7 @@
  * and the workers publish what is left; the consumers flush and acknowledge;
  * all within SHUTDOWN_TIMEOUT_MS.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,10 +29,15 @@
 #include "core/ps_log.h"
 #include "core/ps_metrics.h"
 #include "ingest/ps_dispatch.h"
+#include "core/ps_failpoint.h"
 #include "ingest/ps_grpc_server.h"
+#include "ops/ps_monitor.h"
+#include "ops/ps_probe.h"
 #include "queue/ps_queue.h"
 #include "route/ps_router.h"
 #include "sink/ps_sink.h"
+#include <systemd/sd-daemon.h>
+#include <time.h>
 
 #ifndef PENSTOCK_VERSION
 #define PENSTOCK_VERSION "0.1.0"
@@ -63,6 +69,25 @@ static ps_sink *ps__make_sink(void *ud) {
   return ps_sink_clickhouse_create(&o, &ps_events_table);
 }
 
+static double ps__g_queue_depth(void *ud) { return (double)ps_queue_len(ud); }
+static double ps__g_queue_capacity(void *ud) { return (double)ps_queue_capacity(ud); }
+static double ps__g_parked(void *ud) { return (double)ps_dispatch_parked(ud); }
+
+/* Waits for SIGINT/SIGTERM, pinging systemd's watchdog (if it asked for one) meanwhile. */
+static int ps__wait_for_signal(const sigset_t *sigs) {
+  uint64_t watchdog_us = 0;
+  int wd = sd_watchdog_enabled(0, &watchdog_us) > 0 && watchdog_us > 0;
+  int64_t every_ns = wd ? (int64_t)watchdog_us * 500 : 3600LL * 1000000000; /* half the interval */
+  for (;;) {
+    struct timespec ts = {(time_t)(every_ns / 1000000000), (long)(every_ns % 1000000000)};
+    int sig = sigtimedwait(sigs, NULL, &ts);
+    if (sig == SIGINT || sig == SIGTERM)
+      return sig;
+    if (wd)
+      sd_notify(0, "WATCHDOG=1");
+  }
+}
+
 static ps_decoder *ps__make_decoder(void *ud) {
   (void)ud;
   return ps_decoder_events_create();
@@ -81,6 +106,8 @@ static int ps__serve(void) {
   ps_log_level_parse(cfg.log_level, &lvl);
   ps_log_format_parse(cfg.log_format, &fmt);
   ps_log_setup(lvl, fmt);
+  ps_failpoint_init();
+  pthread_setname_np(pthread_self(), "ps-main");
 
   /* Every thread started from here on inherits this mask; only sigwait below sees the signals. */
   sigset_t sigs;
@@ -111,55 +138,77 @@ static int ps__serve(void) {
           "clickhouse", cfg.clickhouse_url, "database", cfg.clickhouse_db);
 
   /* Create the landing table now if ClickHouse is there; consumers retry otherwise. */
-  ps_sink *probe = ps__make_sink(&cfg);
-  if (ps_sink_open(probe, err, sizeof err) != 0)
+  ps_sink *table_sink = ps__make_sink(&cfg);
+  if (ps_sink_open(table_sink, err, sizeof err) != 0)
     ps_warn("clickhouse: cannot create the landing table yet; consumers will retry", "error", err);
-  ps_sink_destroy(probe);
+  ps_sink_destroy(table_sink);
 
   ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);
   ps_router_options ro = {cfg.worker_pool_size, cfg.event_exchange};
   ps_router *router = ps_router_start(&ro, q, broker);
-  ps_consumer_options co = {PS_EVENTS_QUEUE, cfg.consumers_per_queue, cfg.consumer_prefetch,
+  ps_consumer_options co = {PS_EVENTS_QUEUE, ps_events_table.name, cfg.consumers_per_queue, cfg.consumer_prefetch,
                             cfg.clickhouse_batch_rows, cfg.clickhouse_flush_ms};
   ps_consumer_factory cf = {ps__make_decoder, ps__make_sink, &cfg};
   ps_consumer_group *consumers = cfg.consumers_per_queue > 0 ? ps_consumers_start(&co, broker, &cf) : NULL;
 
   ps_dispatch *dispatch = ps_dispatch_create(q, cfg.dispatch_timeout_ms);
-  ps_grpc_server_options go = {"0.0.0.0", cfg.port, cfg.grpc_max_recv_bytes, cfg.grpc_threads};
+  ps_metrics_gauge_fn("penstock_queue_depth", "", "batches in the queue between dispatch and the workers",
+                      ps__g_queue_depth, q);
+  ps_metrics_gauge_fn("penstock_queue_capacity", "", "capacity of that queue (EVENT_BUFFERED_CHANNEL_SIZE)",
+                      ps__g_queue_capacity, q);
+  ps_metrics_gauge_fn("penstock_dispatch_parked_calls", "", "dispatch calls waiting for room in the queue",
+                      ps__g_parked, dispatch);
+  ps_metrics_counter("penstock_build_info", "version=\"" PENSTOCK_VERSION "\"", "build information", 1)->v = 1;
+  ps_probe_options po = {broker, cfg.clickhouse_url, cfg.clickhouse_user, cfg.clickhouse_password, q, 1000};
+  ps_probe *probe = ps_probe_start(&po);
+
+  ps_grpc_server_options go = {"0.0.0.0", cfg.port, cfg.grpc_max_recv_bytes, cfg.grpc_threads,
+                               cfg.access_log_per_sec};
   ps_grpc_server *server = NULL;
+  ps_monitor *monitor = NULL;
   int exit_code = PS_EXIT_OK;
-  if (ps_grpc_server_start(&go, dispatch, &server) != 0) {
+  ps_monitor_options mo = {cfg.monitor_port, &cfg, probe, q, dispatch, PENSTOCK_VERSION};
+  if (cfg.monitor_port && ps_monitor_start(&mo, &monitor) != 0) {
+    ps_error("cannot start the monitoring HTTP server", "port", getenv("GIN_PORT") ? getenv("GIN_PORT") : "8080");
+    exit_code = PS_EXIT_FAIL;
+  } else if (ps_grpc_server_start(&go, dispatch, &server) != 0) {
     ps_error("cannot start the gRPC server", "port", getenv("PORT") ? getenv("PORT") : "50051");
     exit_code = PS_EXIT_FAIL;
   } else {
     ps_grpc_server_set_serving(server, 1);
-    char port[16], workers[16], consumers_n[16];
+    char port[16], mport[16], workers[16], consumers_n[16];
     snprintf(port, sizeof port, "%d", ps_grpc_server_port(server));
+    snprintf(mport, sizeof mport, "%d", cfg.monitor_port);
     snprintf(workers, sizeof workers, "%d", cfg.worker_pool_size);
     snprintf(consumers_n, sizeof consumers_n, "%d", cfg.consumers_per_queue);
-    ps_info("penstock serving", "grpc_port", port, "workers", workers, "consumers", consumers_n);
+    ps_info("penstock serving", "grpc_port", port, "monitor_port", mport, "workers", workers, "consumers",
+            consumers_n);
+    sd_notify(0, "READY=1");
 
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    int sig = ps__wait_for_signal(&sigs);
+    sd_notify(0, "STOPPING=1");
     ps_info("shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   }
 
+  ps_probe_set_draining(probe);
   int64_t deadline = ps_now_ns() + (int64_t)cfg.shutdown_timeout_ms * 1000000;
   if (server && ps_grpc_server_shutdown(server, deadline) != 0)
     exit_code = PS_EXIT_FAIL;
-  ps_dispatch_destroy(dispatch);
   ps_queue_close(q);
   if (ps_router_stop(router, deadline) != 0)
     exit_code = PS_EXIT_FAIL;
   ps_consumers_stop(consumers, deadline);
+  /* The monitor serves until here, reporting the drain; the gauges it reads die after it. */
+  ps_monitor_stop(monitor);
+  ps_probe_stop(probe);
+  ps_dispatch_destroy(dispatch);
   ps_queue_destroy(q);
   ps_broker_destroy(broker);
 
-  char acc[32], pub[32], ins[32];
-  snprintf(acc, sizeof acc, "%llu", (unsigned long long)PS_METRIC_GET(events_accepted_total));
-  snprintf(pub, sizeof pub, "%llu", (unsigned long long)PS_METRIC_GET(events_published_total));
-  snprintf(ins, sizeof ins, "%llu", (unsigned long long)PS_METRIC_GET(rows_inserted_total));
-  ps_info("penstock stopped", "events_accepted", acc, "events_published", pub, "rows_inserted", ins);
+  char acc[32], pub[32];
+  snprintf(acc, sizeof acc, "%lld", (long long)PS_METRIC_GET(events_accepted_total));
+  snprintf(pub, sizeof pub, "%lld", (long long)PS_METRIC_GET(events_published_total));
+  ps_info("penstock stopped", "events_accepted", acc, "events_published", pub);
   ps_config_free(&cfg);
   return exit_code;
 }

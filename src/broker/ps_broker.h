@@ -90,6 +90,8 @@ struct ps_broker_ops {
   void (*release)(ps_broker_conn *c, ps_delivery *d);
   int (*ack)(ps_broker_conn *c, uint64_t tag, int multiple);
   int (*nack)(ps_broker_conn *c, uint64_t tag, int multiple, int requeue);
+  /* A cheap round trip proving the connection works: 0 or PS_ECONN. */
+  int (*ping)(ps_broker_conn *c);
   void (*close)(ps_broker_conn *c);
   void (*destroy)(ps_broker *b);
 };
@@ -130,6 +132,7 @@ static inline int ps_broker_ack(ps_broker_conn *c, uint64_t tag, int multiple) {
 static inline int ps_broker_nack(ps_broker_conn *c, uint64_t tag, int multiple, int requeue) {
   return c->ops->nack(c, tag, multiple, requeue);
 }
+static inline int ps_broker_ping(ps_broker_conn *c) { return c->ops->ping(c); }
 /** Closes c; accepts NULL. */
 static inline void ps_broker_close(ps_broker_conn *c) {
   if (c)

@@ -264,6 +264,13 @@ static int ps__amqp_nack(ps_broker_conn *bc, uint64_t tag, int multiple, int req
   return amqp_basic_nack(c->conn, PS__CHANNEL, tag, multiple, requeue) == AMQP_STATUS_OK ? 0 : PS_ECONN;
 }
 
+static int ps__amqp_ping(ps_broker_conn *bc) {
+  ps__amqp_conn *c = (ps__amqp_conn *)bc;
+  /* basic.qos is a synchronous round trip with no side effect on a channel that consumes nothing. */
+  amqp_basic_qos(c->conn, PS__CHANNEL, 0, 0, 0);
+  return ps__check(c, "ping");
+}
+
 static void ps__amqp_destroy(ps_broker *bb) {
   ps__amqp_broker *b = (ps__amqp_broker *)bb;
   if (!b)
@@ -275,7 +282,8 @@ static void ps__amqp_destroy(ps_broker *bb) {
 
 static const ps_broker_ops ps__amqp_ops = {
     "rabbitmq",         ps__amqp_connect, ps__amqp_publish, ps__amqp_consume, ps__amqp_next,
-    ps__amqp_release,   ps__amqp_ack,     ps__amqp_nack,    ps__amqp_close,   ps__amqp_destroy,
+    ps__amqp_release,   ps__amqp_ack,     ps__amqp_nack,    ps__amqp_ping,    ps__amqp_close,
+    ps__amqp_destroy,
 };
 
 int ps_broker_amqp_create(const char *url, const ps_topology *topology, ps_broker **out, char *err,

@@ -31,6 +31,7 @@ typedef struct ps__consumer {
   ps_decoder *dec;
   ps_sink *sink;
   int sink_open;       /* the sink's table is known to exist */
+  int connected_before;
   uint64_t last_tag;   /* newest delivery whose rows are in the sink */
   size_t pending_msgs; /* deliveries waiting for the next flush */
   int64_t oldest_ns;
@@ -38,6 +39,9 @@ typedef struct ps__consumer {
 
 struct ps_consumer_group {
   ps_consumer_options opt;
+  /* This queue's series; registered at start, bumped lock-free. */
+  ps_counter *m_consumed, *m_dead_undecodable, *m_dead_rejected, *m_rows, *m_ins_ok, *m_ins_retry, *m_ins_drop;
+  ps_histogram *m_ins_seconds, *m_ins_rows;
   ps_broker *broker;
   ps_consumer_factory factory;
   ps__consumer *consumers;
@@ -49,6 +53,8 @@ static void ps__drop_conn(ps__consumer *c) {
   ps_sink_discard(c->sink);
   c->pending_msgs = 0;
   c->oldest_ns = 0;
+  if (c->conn)
+    PS_COUNT(broker_connections_consumer, -1);
   ps_broker_close(c->conn);
   c->conn = NULL;
 }
@@ -66,6 +72,7 @@ static int ps__connect(ps__consumer *c) {
     c->conn = NULL;
     return PS_ECONN;
   }
+  PS_COUNT(broker_connections_consumer, 1);
   return 0;
 }
 
@@ -86,11 +93,14 @@ static int ps__flush(ps__consumer *c) {
       else if (orc != PS_ECONN)
         ps_error("consumer: cannot create the sink's table", "queue", g->opt.queue, "error", err);
     }
+    int64_t t0 = ps_now_ns();
     if (c->sink_open)
       r = ps_sink_flush(c->sink, err, sizeof err);
+    ps_histogram_observe(g->m_ins_seconds, (double)(ps_now_ns() - t0) / 1e9);
     if (r == PS_SINK_OK) {
-      PS_COUNT(inserts_total, 1);
-      PS_COUNT(rows_inserted_total, rows);
+      ps_counter_add(g->m_ins_ok, 1);
+      ps_counter_add(g->m_rows, (int64_t)rows);
+      ps_histogram_observe(g->m_ins_rows, (double)rows);
       c->pending_msgs = 0;
       c->oldest_ns = 0;
       if (ps_broker_ack(c->conn, c->last_tag, 1) != 0) {
@@ -101,8 +111,9 @@ static int ps__flush(ps__consumer *c) {
       }
       return 0;
     }
-    PS_COUNT(insert_errors_total, 1);
+    ps_counter_add(r == PS_SINK_DROP ? g->m_ins_drop : g->m_ins_retry, 1);
     if (r == PS_SINK_DROP) {
+      ps_counter_add(g->m_dead_rejected, (int64_t)c->pending_msgs);
       char n[32];
       snprintf(n, sizeof n, "%zu", c->pending_msgs);
       ps_error("consumer: sink refused the batch; dead-lettering its messages", "queue", g->opt.queue,
@@ -126,11 +137,11 @@ static int ps__flush(ps__consumer *c) {
 
 static void ps__handle(ps__consumer *c, const ps_delivery *d) {
   ps_consumer_group *g = c->g;
-  PS_COUNT(messages_consumed_total, 1);
+  ps_counter_add(g->m_consumed, 1);
   char err[512];
   int n = ps_decoder_decode(c->dec, d, c->sink, err, sizeof err);
   if (n < 0) {
-    PS_COUNT(messages_undecodable_total, 1);
+    ps_counter_add(g->m_dead_undecodable, 1);
     char rk[256];
     snprintf(rk, sizeof rk, "%.*s", (int)d->routing_key_len, d->routing_key);
     ps_warn("consumer: message cannot be decoded; dead-lettered", "queue", g->opt.queue, "routing_key", rk,
@@ -155,6 +166,9 @@ static void ps__handle(ps__consumer *c, const ps_delivery *d) {
 static void *ps__consumer_main(void *arg) {
   ps__consumer *c = arg;
   ps_consumer_group *g = c->g;
+  char name[16];
+  snprintf(name, sizeof name, "ps-consumer-%d", c->id);
+  pthread_setname_np(pthread_self(), name);
   c->dec = g->factory.decoder(g->factory.ud);
   c->sink = g->factory.sink(g->factory.ud);
   int attempt = 0;
@@ -168,8 +182,9 @@ static void *ps__consumer_main(void *arg) {
         ps_backoff_sleep(attempt++, 100, 5000, NULL, &g->stop);
         continue;
       }
-      if (attempt)
-        PS_COUNT(broker_reconnects_total, 1);
+      if (c->connected_before)
+        PS_COUNT(broker_reconnects_consumer, 1);
+      c->connected_before = 1;
       attempt = 0;
     }
     int wait_ms = stopping ? PS__DRAIN_IDLE_MS : 200;
@@ -219,6 +234,29 @@ ps_consumer_group *ps_consumers_start(const ps_consumer_options *opt, ps_broker 
   g->broker = broker;
   g->factory = *factory;
   atomic_store(&g->deadline_ns, INT64_MAX);
+  char l[512], lt[600];
+  snprintf(l, sizeof l, "queue=\"%s\"", opt->queue);
+  snprintf(lt, sizeof lt, "queue=\"%s\",table=\"%s\"", opt->queue, opt->table);
+  g->m_consumed = ps_metrics_counter("penstock_messages_consumed_total", l, "messages taken from a queue", 0);
+  char ld[700];
+  snprintf(ld, sizeof ld, "%s,reason=\"undecodable\"", l);
+  g->m_dead_undecodable = ps_metrics_counter("penstock_messages_dead_lettered_total", ld,
+                                             "messages sent to the dead-letter exchange, by reason", 0);
+  snprintf(ld, sizeof ld, "%s,reason=\"rejected_by_sink\"", l);
+  g->m_dead_rejected = ps_metrics_counter("penstock_messages_dead_lettered_total", ld, NULL, 0);
+  g->m_rows = ps_metrics_counter("penstock_rows_inserted_total", lt, "rows stored by a sink", 0);
+  snprintf(ld, sizeof ld, "%s,result=\"ok\"", lt);
+  g->m_ins_ok = ps_metrics_counter("penstock_inserts_total", ld, "sink flushes (inserts), by result", 0);
+  snprintf(ld, sizeof ld, "%s,result=\"retry\"", lt);
+  g->m_ins_retry = ps_metrics_counter("penstock_inserts_total", ld, NULL, 0);
+  snprintf(ld, sizeof ld, "%s,result=\"drop\"", lt);
+  g->m_ins_drop = ps_metrics_counter("penstock_inserts_total", ld, NULL, 0);
+  snprintf(ld, sizeof ld, "table=\"%s\"", opt->table);
+  g->m_ins_seconds = ps_metrics_histogram("penstock_insert_duration_seconds", ld, "time of one sink flush",
+                                          ps_metrics_latency_bounds, ps_metrics_latency_nbounds);
+  static const double rows_bounds[] = {1, 10, 100, 1000, 5000, 10000, 50000, 100000};
+  g->m_ins_rows = ps_metrics_histogram("penstock_insert_rows", ld, "rows per successful sink flush", rows_bounds,
+                                       sizeof rows_bounds / sizeof rows_bounds[0]);
   g->consumers = calloc((size_t)(opt->count > 0 ? opt->count : 1), sizeof *g->consumers);
   for (int i = 0; i < opt->count; i++) {
     g->consumers[i].g = g;

@@ -30,6 +30,7 @@ typedef struct ps_consumer_factory {
 
 typedef struct ps_consumer_options {
   const char *queue;
+  const char *table; /* where the sink lands rows, for metrics labels */
   int count;
   int prefetch;
   int batch_rows;

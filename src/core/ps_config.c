@@ -58,6 +58,12 @@ static const ps_setting ps__settings[] = {
      "debug, info, warn or error."},
     {"LOG_FORMAT", PS_SETTING_STRING, OFF(log_format), "text", 0, 0, 0,
      "text (key=value) or json (one object per line)."},
+    {"ACCESS_LOG_PER_SEC", PS_SETTING_INT, OFF(access_log_per_sec), "10", 0, 1000000, 0,
+     "Per-RPC access-log lines written per second at most; the rest are counted and reported as `suppressed`. 0: none."},
+    {"GIN_PORT", PS_SETTING_INT, OFF(monitor_port), "8080", 0, 65535, 0,
+     "Monitoring HTTP port (/health, /ready, /metrics, /debug/...), on all interfaces; 0 turns it off."},
+    {"DEBUG", PS_SETTING_INT, OFF(debug), "0", 0, 1, 0,
+     "1 serves /debug/threads even when ENV=PRODUCTION (it is always served otherwise)."},
 };
 
 const ps_setting *ps_config_table(size_t *n) {
@@ -287,26 +293,32 @@ void ps_config_print_reference(FILE *out) {
   }
 }
 
+void ps_config_value(const ps_config *cfg, const ps_setting *st, char *out, size_t outlen) {
+  const char *field = (const char *)cfg + st->offset;
+  if (st->flags & PS_SETTING_SECRET) {
+    const char *v = *(char *const *)field;
+    const char *scheme = v ? strstr(v, "://") : NULL;
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *colon = at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
+    if (colon) /* a URL: keep all but the password */
+      snprintf(out, outlen, "%.*s:<redacted>%s", (int)(colon - v), v, at);
+    else
+      snprintf(out, outlen, "%s", v && *v ? "<redacted>" : "");
+  } else if (st->type == PS_SETTING_STRING) {
+    snprintf(out, outlen, "%s", *(char *const *)field);
+  } else if (st->type == PS_SETTING_BYTES) {
+    snprintf(out, outlen, "%lld", *(const long long *)field);
+  } else {
+    snprintf(out, outlen, "%d", *(const int *)field);
+  }
+}
+
 void ps_config_print(const ps_config *cfg, FILE *out) {
   size_t n;
   const ps_setting *t = ps_config_table(&n);
   for (size_t i = 0; i < n; i++) {
-    const char *field = (const char *)cfg + t[i].offset;
-    if (t[i].flags & PS_SETTING_SECRET) {
-      const char *v = *(char *const *)field;
-      const char *scheme = v ? strstr(v, "://") : NULL;
-      const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-      const char *colon = at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
-      if (colon) /* a URL: keep all but the password */
-        fprintf(out, "%s=%.*s:<redacted>%s\n", t[i].name, (int)(colon - v), v, at);
-      else
-        fprintf(out, "%s=%s\n", t[i].name, v && *v ? "<redacted>" : "");
-    } else if (t[i].type == PS_SETTING_STRING) {
-      fprintf(out, "%s=%s\n", t[i].name, *(char *const *)field);
-    } else if (t[i].type == PS_SETTING_BYTES) {
-      fprintf(out, "%s=%lld\n", t[i].name, *(const long long *)field);
-    } else {
-      fprintf(out, "%s=%d\n", t[i].name, *(const int *)field);
-    }
+    char v[1024];
+    ps_config_value(cfg, &t[i], v, sizeof v);
+    fprintf(out, "%s=%s\n", t[i].name, v);
   }
 }

@@ -37,6 +37,9 @@ typedef struct ps_config {
   int shutdown_timeout_ms;
   char *log_level;
   char *log_format;
+  int monitor_port;        /* GIN_PORT */
+  int debug;
+  int access_log_per_sec;
 } ps_config;
 
 typedef enum { PS_SETTING_INT, PS_SETTING_BYTES, PS_SETTING_STRING } ps_setting_type;
@@ -82,6 +85,9 @@ const char *ps_dotenv_name(const char *env);
 
 /** Writes the configuration reference as a Markdown table. */
 void ps_config_print_reference(FILE *out);
+
+/** Writes setting st's value in cfg as text to out, secrets redacted (a URL keeps all but its password). */
+void ps_config_value(const ps_config *cfg, const ps_setting *st, char *out, size_t outlen);
 
 /** Writes the effective configuration (secrets redacted), one NAME=value per line. */
 void ps_config_print(const ps_config *cfg, FILE *out);

@@ -22,6 +22,7 @@
 #include "codec/ps_events.h"
 #include "codec/ps_pbjson.h"
 #include "core/ps_error.h"
+#include "core/ps_failpoint.h"
 #include "core/ps_log.h"
 #include "core/ps_metrics.h"
 
@@ -70,17 +71,25 @@ static void ps__reply_success(const ps_batch *b, char *out, size_t outlen) {
    already be freed), so the caller passes its event count. */
 static void ps__accepted(uint32_t n_events, ps_dispatch_done_fn done, void *ctx, const char *reply) {
   PS_COUNT(events_accepted_total, n_events);
-  done(ctx, GRPC_STATUS_OK, reply);
+  PS_COUNT(batches_accepted_total, 1);
+  done(ctx, GRPC_STATUS_OK, reply, n_events);
 }
 
 static void ps__reject(ps__parked *p, int rc) {
   ps_batch_destroy(p->batch);
   if (rc == PS_ETIMEDOUT && p->deadline_is_call) {
-    PS_COUNT(rejected_deadline_total, 1);
-    p->done(p->ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded while waiting for room in the queue");
+    PS_COUNT(batches_rejected_deadline, 1);
+    PS_COUNT(events_rejected_deadline, p->n_events);
+    p->done(p->ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded while waiting for room in the queue",
+            p->n_events);
+  } else if (rc == PS_ECLOSED) {
+    PS_COUNT(batches_rejected_shutdown, 1);
+    PS_COUNT(events_rejected_shutdown, p->n_events);
+    p->done(p->ctx, GRPC_STATUS_UNAVAILABLE, "shutting down", p->n_events);
   } else {
-    PS_COUNT(rejected_queue_full_total, 1);
-    p->done(p->ctx, GRPC_STATUS_UNAVAILABLE, rc == PS_ECLOSED ? "shutting down" : "queue full");
+    PS_COUNT(batches_rejected_queue_full, 1);
+    PS_COUNT(events_rejected_queue_full, p->n_events);
+    p->done(p->ctx, GRPC_STATUS_UNAVAILABLE, "queue full", p->n_events);
   }
   free(p);
 }
@@ -93,6 +102,7 @@ static void ps__reject(ps__parked *p, int rc) {
  */
 static void *ps__waiter_main(void *arg) {
   ps_dispatch *d = arg;
+  pthread_setname_np(pthread_self(), "ps-dispatch");
   pthread_mutex_lock(&d->mu);
   for (;;) {
     while (!d->head && !d->stopping)
@@ -190,42 +200,56 @@ static void ps__log_skipped(const ps_batch *b) {
     const Event__Event *ev = b->msg->events[i];
     if (ps_event_type_name(ev))
       continue;
-    ps_warn("event skipped: it has no type", "event_id", ev->id, "reason", ps_event_skip_reason(ev),
-            "session_id", b->msg->header->sessionid);
+    const char *reason = ps_event_skip_reason(ev);
+    if (strcmp(reason, "unknown event type") == 0)
+      PS_COUNT(events_skipped_unknown_type, 1);
+    else
+      PS_COUNT(events_skipped_no_payload, 1);
+    ps_warn("event skipped: it has no type", "event_id", ev->id, "reason", reason, "session_id",
+            b->msg->header->sessionid);
   }
 }
 
 void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
                         int64_t deadline_ns, ps_dispatch_done_fn done, void *ctx) {
-  PS_COUNT(rpcs_total, 1);
+  PS_COUNT(batches_received_total, 1);
+  if (ps_failpoint("dispatch.internal")) {
+    done(ctx, GRPC_STATUS_INTERNAL, "internal error (fail point dispatch.internal)", 0);
+    return;
+  }
   ps_arena *arena = ps_arena_create(len * 3 + 2048);
   ProtobufCAllocator alloc = ps_arena_allocator(arena);
   Event__Events *msg = event__events__unpack(&alloc, len, data);
   char err[256];
   if (!msg) {
     ps_arena_destroy(arena);
-    PS_COUNT(rejected_invalid_total, 1);
-    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid event.Events message (malformed or truncated protobuf)");
+    PS_COUNT(batches_rejected_invalid, 1);
+    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid event.Events message (malformed or truncated protobuf)",
+         0);
     return;
   }
-  PS_COUNT(events_received_total, msg->n_events);
+  const uint32_t n_events = (uint32_t)msg->n_events;
+  PS_COUNT(events_received_total, n_events);
   if (ps_pb_check_wire_strings(&event__events__descriptor, data, len, err, sizeof err) != 0) {
     char m[320];
     snprintf(m, sizeof m, "invalid string field %s", err);
     ps_arena_destroy(arena);
-    PS_COUNT(rejected_invalid_total, 1);
-    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, m);
+    PS_COUNT(batches_rejected_invalid, 1);
+    PS_COUNT(events_rejected_invalid, n_events);
+    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, m, n_events);
     return;
   }
   if (!msg->header) {
+    PS_COUNT(batches_rejected_invalid, 1);
+    PS_COUNT(events_rejected_invalid, n_events);
     ps_arena_destroy(arena);
-    PS_COUNT(rejected_invalid_total, 1);
-    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request has no header");
+    done(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request has no header", n_events);
     return;
   }
   if (msg->n_events == 0) {
     ps_arena_destroy(arena);
-    done(ctx, GRPC_STATUS_OK, "no events");
+    PS_COUNT(batches_accepted_total, 1);
+    done(ctx, GRPC_STATUS_OK, "no events", 0);
     return;
   }
 
@@ -240,10 +264,8 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
     else
       b->n_skipped++;
   }
-  if (b->n_skipped) {
-    PS_COUNT(events_skipped_total, b->n_skipped);
+  if (b->n_skipped)
     ps__log_skipped(b);
-  }
 
   char reply[160];
   ps__reply_success(b, reply, sizeof reply);
@@ -259,9 +281,10 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
       return;
     }
     if (rc == PS_ECLOSED) {
+      PS_COUNT(batches_rejected_shutdown, 1);
+      PS_COUNT(events_rejected_shutdown, n);
       ps_batch_destroy(b);
-      PS_COUNT(rejected_queue_full_total, 1);
-      done(ctx, GRPC_STATUS_UNAVAILABLE, "shutting down");
+      done(ctx, GRPC_STATUS_UNAVAILABLE, "shutting down", n);
       return;
     }
   }

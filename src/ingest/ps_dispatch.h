@@ -22,8 +22,8 @@
 
 typedef struct ps_dispatch ps_dispatch;
 
-/** Called once per submitted call: status is a grpc_status_code. */
-typedef void (*ps_dispatch_done_fn)(void *ctx, int status, const char *message);
+/** Called once per submitted call: status is a grpc_status_code; events: in the request (0 if undecodable). */
+typedef void (*ps_dispatch_done_fn)(void *ctx, int status, const char *message, uint32_t events);
 
 /** Creates the dispatcher (and its waiter thread) feeding q. Aborts on OOM. */
 ps_dispatch *ps_dispatch_create(ps_queue *q, int timeout_ms);

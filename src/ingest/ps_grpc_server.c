@@ -18,6 +18,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/impl/codegen/grpc_types.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
@@ -29,6 +30,8 @@
 
 #include "core/ps_error.h"
 #include "core/ps_log.h"
+#include "core/ps_metrics.h"
+#include "queue/ps_queue.h"
 #include "eventservice.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -55,7 +58,12 @@ struct ps__call {
   grpc_byte_buffer *reply;
   grpc_slice status_details;
   int cancelled;
+  int64_t started_ns;  /* arrival, for latency and the access log */
+  int status;          /* what the reply said */
+  uint32_t events;     /* in a dispatch request */
 };
+
+static const char *const ps__method_names[PS__M_COUNT] = {"dispatch", "health", "unknown"};
 
 struct ps_grpc_server {
   grpc_server *server;
@@ -69,7 +77,68 @@ struct ps_grpc_server {
   _Atomic int serving;
   _Atomic int stopping;
   _Atomic long live;
+  int access_log_per_sec;
+  /* Per method and status: created on first use, then read without a lock. */
+  _Atomic(ps_counter *) m_rpcs[PS__M_COUNT][17];
+  _Atomic(ps_histogram *) m_latency[PS__M_COUNT][17];
+  /* Access-log sampling: lines written in the current second, and those suppressed. */
+  _Atomic int64_t log_window;
+  _Atomic int log_in_window;
+  _Atomic int64_t log_suppressed;
 };
+
+static const char *ps__code_name(int code) {
+  static const char *const names[17] = {
+      "OK",           "CANCELLED",       "UNKNOWN",   "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+      "OUT_OF_RANGE", "UNIMPLEMENTED",   "INTERNAL",  "UNAVAILABLE",      "DATA_LOSS",         "UNAUTHENTICATED"};
+  return code >= 0 && code < 17 ? names[code] : "UNKNOWN";
+}
+
+/* Counts the finished call and writes its access-log line, if the sampling allows. */
+static void ps__account(ps_grpc_server *s, ps__call *c) {
+  int code = c->status >= 0 && c->status < 17 ? c->status : 2;
+  int64_t now = ps_now_ns();
+  double secs = (double)(now - c->started_ns) / 1e9;
+  ps_counter *ctr = atomic_load_explicit(&s->m_rpcs[c->method][code], memory_order_acquire);
+  ps_histogram *h = atomic_load_explicit(&s->m_latency[c->method][code], memory_order_acquire);
+  if (!ctr || !h) {
+    char labels[96];
+    snprintf(labels, sizeof labels, "method=\"%s\",code=\"%s\"", ps__method_names[c->method], ps__code_name(code));
+    ctr = ps_metrics_counter("penstock_rpcs_total", labels, "gRPC calls answered, by method and status", 0);
+    h = ps_metrics_histogram("penstock_rpc_duration_seconds", labels,
+                             "time from a call's arrival to its answer, by method and status",
+                             ps_metrics_latency_bounds, ps_metrics_latency_nbounds);
+    atomic_store_explicit(&s->m_rpcs[c->method][code], ctr, memory_order_release);
+    atomic_store_explicit(&s->m_latency[c->method][code], h, memory_order_release);
+  }
+  ps_counter_add(ctr, 1);
+  ps_histogram_observe(h, secs);
+
+  if (s->access_log_per_sec <= 0 || !ps_log_enabled(PS_LOG_INFO))
+    return;
+  int64_t window = now / 1000000000;
+  int64_t cur = atomic_load(&s->log_window);
+  if (cur != window && atomic_compare_exchange_strong(&s->log_window, &cur, window))
+    atomic_store(&s->log_in_window, 0);
+  if (atomic_fetch_add(&s->log_in_window, 1) >= s->access_log_per_sec) {
+    atomic_fetch_add(&s->log_suppressed, 1);
+    PS_COUNT(log_suppressed_total, 1);
+    return;
+  }
+  char *peer = grpc_call_get_peer(c->call);
+  char ms[32], events[16], suppressed[24];
+  snprintf(ms, sizeof ms, "%.3f", secs * 1000);
+  snprintf(events, sizeof events, "%u", c->events);
+  snprintf(suppressed, sizeof suppressed, "%lld", (long long)atomic_exchange(&s->log_suppressed, 0));
+  if (c->method == PS__M_DISPATCH)
+    ps_info("rpc", "method", ps__method_names[c->method], "code", ps__code_name(code), "duration_ms", ms, "events",
+            events, "peer", peer ? peer : "", "suppressed", suppressed);
+  else
+    ps_info("rpc", "method", ps__method_names[c->method], "code", ps__code_name(code), "duration_ms", ms, "peer",
+            peer ? peer : "", "suppressed", suppressed);
+  gpr_free(peer);
+}
 
 static void ps__request(ps_grpc_server *s, int method);
 
@@ -135,6 +204,7 @@ static void ps__reply(ps__call *c, grpc_status_code status, const char *details,
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = c->reply;
   }
+  c->status = (int)status;
   grpc_slice_unref(c->status_details);
   c->status_details = grpc_slice_from_copied_string(details ? details : "");
   ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
@@ -150,8 +220,9 @@ static void ps__reply(ps__call *c, grpc_status_code status, const char *details,
   }
 }
 
-static void ps__dispatch_done(void *ctx, int status, const char *message) {
+static void ps__dispatch_done(void *ctx, int status, const char *message, uint32_t events) {
   ps__call *c = ctx;
+  c->events = events;
   if (status == GRPC_STATUS_OK) {
     Event__Response r = EVENT__RESPONSE__INIT;
     r.status = "SUCCESS";
@@ -218,6 +289,7 @@ static void ps__handle_health(ps__call *c) {
 
 static void ps__handle_new(ps__call *c) {
   ps_grpc_server *s = c->srv;
+  c->started_ns = ps_now_ns();
   atomic_fetch_add(&s->live, 1);
   ps__request(s, c->method);
   switch (c->method) {
@@ -233,8 +305,18 @@ static void ps__handle_new(ps__call *c) {
   }
 }
 
+typedef struct {
+  ps_grpc_server *s;
+  int id;
+} ps__thread_arg;
+
 static void *ps__cq_main(void *arg) {
-  ps_grpc_server *s = arg;
+  ps__thread_arg *ta = arg;
+  ps_grpc_server *s = ta->s;
+  char name[16];
+  snprintf(name, sizeof name, "ps-grpc-%d", ta->id);
+  pthread_setname_np(pthread_self(), name);
+  free(ta);
   for (;;) {
     grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN)
@@ -250,6 +332,7 @@ static void *ps__cq_main(void *arg) {
       }
       ps__handle_new(c);
     } else {
+      ps__account(s, c);
       ps__call_free(c);
       atomic_fetch_sub(&s->live, 1);
     }
@@ -310,9 +393,15 @@ int ps_grpc_server_start(const ps_grpc_server_options *opt, ps_dispatch *dispatc
       ps__request(s, m);
   s->nthreads = opt->threads > 0 ? opt->threads : 1;
   s->threads = calloc((size_t)s->nthreads, sizeof *s->threads);
-  for (int i = 0; i < s->nthreads; i++)
-    if (pthread_create(&s->threads[i], NULL, ps__cq_main, s) != 0)
+  s->access_log_per_sec = opt->access_log_per_sec;
+  for (int i = 0; i < s->nthreads; i++) {
+    ps__thread_arg *ta = malloc(sizeof *ta);
+    if (!ta)
       abort();
+    *ta = (ps__thread_arg){s, i};
+    if (pthread_create(&s->threads[i], NULL, ps__cq_main, ta) != 0)
+      abort();
+  }
   *out = s;
   return 0;
 }

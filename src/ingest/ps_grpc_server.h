@@ -20,6 +20,7 @@ typedef struct ps_grpc_server_options {
   int port;                  /* 0: pick a free port */
   long long max_recv_bytes;
   int threads;               /* completion-queue threads */
+  int access_log_per_sec;    /* access-log lines per second at most; 0: none */
 } ps_grpc_server_options;
 
 /**

@@ -38,6 +38,7 @@ typedef struct ps__worker {
   ps_buf body;
   uint64_t seq;
   int gave_up;
+  int connected_before;
 } ps__worker;
 
 struct ps_router {
@@ -67,15 +68,20 @@ static int ps__publish(ps__worker *w, const ps_message *m) {
           ps_warn("router: cannot connect to the broker; retrying", "broker", r->broker->display,
                   "suppressed", n);
         }
-      } else if (attempt > 0) {
-        PS_COUNT(broker_reconnects_total, 1);
-        ps_info("router: connected to the broker", "broker", r->broker->display);
+      } else {
+        PS_COUNT(broker_connections_publisher, 1);
+        if (w->connected_before) {
+          PS_COUNT(broker_reconnects_publisher, 1);
+          ps_info("router: reconnected to the broker", "broker", r->broker->display);
+        }
+        w->connected_before = 1;
       }
     }
     if (w->conn) {
       if (ps_broker_publish(w->conn, m) == 0)
         return 0;
       PS_COUNT(publish_errors_total, 1);
+      PS_COUNT(broker_connections_publisher, -1);
       ps_broker_close(w->conn);
       w->conn = NULL;
     }
@@ -90,6 +96,7 @@ static void ps__publish_batch(ps__worker *w, ps_batch *b, Event__Event **scratch
   size_t ng = ps_events_group(b->msg, groups, scratch);
   for (size_t g = 0; g < ng; g++) {
     if (w->gave_up) {
+      PS_COUNT(publish_given_up_events_total, groups[g].n);
       ps_error("router: event not delivered: shutdown deadline passed with the broker unreachable",
                "event_type", groups[g].type_name, "session_id", b->msg->header->sessionid);
       continue;
@@ -117,6 +124,7 @@ static void ps__publish_batch(ps__worker *w, ps_batch *b, Event__Event **scratch
     };
     if (ps__publish(w, &m) != 0) {
       w->gave_up = 1;
+      PS_COUNT(publish_given_up_events_total, groups[g].n);
       char n[32];
       snprintf(n, sizeof n, "%zu", groups[g].n);
       ps_error("router: events not delivered: shutdown deadline passed with the broker unreachable",
@@ -130,6 +138,9 @@ static void ps__publish_batch(ps__worker *w, ps_batch *b, Event__Event **scratch
 
 static void *ps__worker_main(void *arg) {
   ps__worker *w = arg;
+  char name[16];
+  snprintf(name, sizeof name, "ps-worker-%d", w->id);
+  pthread_setname_np(pthread_self(), name);
   size_t cap = 0;
   Event__Event **scratch = NULL;
   size_t ntypes = ps_event_type_count();
@@ -154,6 +165,8 @@ static void *ps__worker_main(void *arg) {
   }
   free(scratch);
   free(groups);
+  if (w->conn)
+    PS_COUNT(broker_connections_publisher, -1);
   ps_broker_close(w->conn);
   w->conn = NULL;
   ps_buf_free(&w->body);

@@ -66,7 +66,10 @@ PENSTOCK_VARS = (
     "EVENT_WORKER_POOL_SIZE", "EVENT_EXCHANGE", "RABBITMQ_URL", "CONSUMERS_PER_QUEUE", "CONSUMER_PREFETCH",
     "CLICKHOUSE_URL", "CLICKHOUSE_DB_NAME", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_BATCH_ROWS",
     "CLICKHOUSE_FLUSH_MS", "CLICKHOUSE_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS", "ENV", "LOG_LEVEL", "LOG_FORMAT",
+    "GIN_PORT", "DEBUG", "ACCESS_LOG_PER_SEC", "PENSTOCK_FAILPOINTS",
 )
+# Set by a service manager: a test shell running under systemd must not hand them to a penstock under test.
+SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 DEFAULT_SHUTDOWN_MS = 20000
 # How long past SHUTDOWN_TIMEOUT_MS a process may take to be gone (exit itself, not more draining).
 STOP_SLACK_S = 1.0
@@ -214,7 +217,7 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: 
 class Penstock:
     """One `penstock serve` process under test.
 
-    env: variables on top of the test defaults (PORT, the test servers' URLs,
+    env: variables on top of the test defaults (PORT and GIN_PORT, the test servers' URLs,
     CLICKHOUSE_DB_NAME=db, SHUTDOWN_TIMEOUT_MS); a value of None removes one.
     """
 
@@ -227,9 +230,11 @@ class Penstock:
         self.cwd = cwd
         self.proc = None
         self.returncode = None
-        e = {k: v for k, v in os.environ.items() if k not in PENSTOCK_VARS}
+        e = {k: v for k, v in os.environ.items() if k not in PENSTOCK_VARS and k not in SYSTEMD_VARS}
         e.update({
             "PORT": str(free_port()),
+            # Never the default 8080: two penstocks of one test would collide on it.
+            "GIN_PORT": str(free_port()),
             "RABBITMQ_URL": RABBITMQ_URL,
             "CLICKHOUSE_URL": CLICKHOUSE_URL,
             "SHUTDOWN_TIMEOUT_MS": str(DEFAULT_SHUTDOWN_MS),
@@ -243,6 +248,7 @@ class Penstock:
                 e[k] = str(v)
         self.env = e
         self.port = int(e["PORT"]) if e.get("PORT", "").isdigit() else None
+        self.http_port = int(e["GIN_PORT"]) if e.get("GIN_PORT", "").isdigit() else None
         self.stdout_path = os.path.join(logdir, self.name + ".stdout")
         self.stderr_path = os.path.join(logdir, self.name + ".stderr")
         self._channel = None
@@ -301,6 +307,21 @@ class Penstock:
 
     def health(self, timeout=2):
         return health_stub(self.channel)(health_pb.HealthCheckRequest(), timeout=timeout).status
+
+    def http(self, path, method="GET", timeout=5, body=None):
+        """An HTTPResponse-like (status, headers, body) from the monitoring server on GIN_PORT."""
+        return http_request(self.http_port, path, method=method, timeout=timeout, body=body)
+
+    def http_json(self, path, timeout=5):
+        """(status, parsed JSON body) of GET path; fails when the body is not JSON."""
+        r = self.http(path, timeout=timeout)
+        return r.status, r.json()
+
+    def metrics(self, timeout=5):
+        """The parsed and validated /metrics exposition (a Metrics)."""
+        r = self.http("/metrics", timeout=timeout)
+        assert r.status == 200, "GET /metrics: %d %s" % (r.status, r.text[:500])
+        return parse_metrics(r.text)
 
     def signal(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
@@ -370,6 +391,237 @@ class Penstock:
         text = self.stderr_text()
         for mark in SANITIZER_MARKS:
             assert mark not in text, "%s: sanitizer report in stderr:\n%s" % (self.name, self.stderr_tail(80))
+
+
+# ------------------------------------------------------- monitoring HTTP
+
+# Loopback only: an http_proxy in the caller's environment must not take these requests.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class HttpResponse:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def content_type(self):
+        return self.headers.get("Content-Type", "")
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError as e:
+            raise AssertionError("body of HTTP %d (%s) is not JSON (%s): %r"
+                                 % (self.status, self.content_type, e, self.body[:500])) from None
+
+    def __repr__(self):
+        return "<HTTP %d %s %r>" % (self.status, self.content_type, self.body[:200])
+
+
+def http_request(port, path, method="GET", timeout=5, body=None, host="127.0.0.1"):
+    """One HTTP request; any status comes back as an HttpResponse, connection errors raise OSError/URLError."""
+    req = urllib.request.Request("http://%s:%d%s" % (host, port, path), data=body, method=method)
+    try:
+        with _HTTP.open(req, timeout=timeout) as r:
+            return HttpResponse(r.status, r.headers, r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return HttpResponse(e.code, e.headers, e.read())
+
+
+_METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_HIST_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def _prom_float(s):
+    if s in ("+Inf", "Inf"):
+        return math.inf
+    if s == "-Inf":
+        return -math.inf
+    if s == "NaN":
+        return math.nan
+    return float(s)  # ValueError for anything else
+
+
+class Metrics:
+    """A parsed Prometheus text exposition (format 0.0.4).
+
+    samples: [(name, labels dict, value)] in the order given; types: family -> type.
+    """
+
+    def __init__(self, text, samples, types, helps):
+        self.text, self.samples, self.types, self.helps = text, samples, types, helps
+
+    def series(self, name, **labels):
+        """[(labels, value)] of the samples called name whose labels include the given ones."""
+        want = {k: str(v) for k, v in labels.items()}
+        return [(l, v) for n, l, v in self.samples
+                if n == name and all(l.get(k) == x for k, x in want.items())]
+
+    def value(self, name, **labels):
+        """The value of the one series name{labels} (exactly those labels), or None."""
+        want = {k: str(v) for k, v in labels.items()}
+        for n, l, v in self.samples:
+            if n == name and l == want:
+                return v
+        return None
+
+    def total(self, name, **labels):
+        """Sum over every series of name whose labels include the given ones (0 when none)."""
+        return sum(v for _, v in self.series(name, **labels))
+
+    def family_of(self, sample_name):
+        if sample_name in self.types:
+            return sample_name
+        for suf in _HIST_SUFFIXES:
+            base = sample_name[:-len(suf)] if sample_name.endswith(suf) else None
+            if base and self.types.get(base) in ("histogram", "summary"):
+                return base
+        return None
+
+    def families(self):
+        """Every family that has at least one sample."""
+        return {self.family_of(n) for n, _, _ in self.samples}
+
+
+def parse_metrics(text):
+    """Parses and validates a text exposition; any breach of the format raises AssertionError.
+
+    Checked: line syntax; one TYPE (and at most one HELP) per family, before its first sample; every sample
+    belongs to a TYPEd family; a family's samples are contiguous; no series twice; counters are >= 0;
+    histograms have _sum, _count and cumulative _bucket series ending in le="+Inf" equal to _count.
+    """
+    assert text.endswith("\n"), "exposition does not end with a newline: %r" % text[-100:]
+    import re
+    sample_re = re.compile(r"^(%s)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+(-?\d+))?$" % _METRIC_NAME)
+    label_re = re.compile(r'\s*(%s)\s*=\s*"((?:[^"\\\n]|\\[\\"n])*)"\s*(,|$)' % _LABEL_NAME)
+    samples, types, helps = [], {}, {}
+    seen_series = set()
+    closed = set()      # families whose block of samples has ended
+    current = None      # family of the previous sample
+    problems = []
+
+    def family(sample_name):
+        if sample_name in types:
+            return sample_name
+        for suf in _HIST_SUFFIXES:
+            if sample_name.endswith(suf) and types.get(sample_name[:-len(suf)]) in ("histogram", "summary"):
+                return sample_name[:-len(suf)]
+        return None
+
+    for i, line in enumerate(text.split("\n")[:-1], 1):
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[1] in ("TYPE", "HELP"):
+                name = parts[2]
+                if not re.fullmatch(_METRIC_NAME, name):
+                    problems.append("line %d: bad metric name in %r" % (i, line))
+                if parts[1] == "TYPE":
+                    t = parts[3].strip() if len(parts) > 3 else ""
+                    if t not in ("counter", "gauge", "histogram", "summary", "untyped"):
+                        problems.append("line %d: unknown type in %r" % (i, line))
+                    if name in types:
+                        problems.append("line %d: second TYPE line for %s" % (i, name))
+                    if name in closed or name == current or any(family(n) == name for n, _, _ in samples):
+                        problems.append("line %d: TYPE for %s after its samples" % (i, name))
+                    types[name] = t
+                else:
+                    if name in helps:
+                        problems.append("line %d: second HELP line for %s" % (i, name))
+                    helps[name] = parts[3] if len(parts) > 3 else ""
+            continue
+        m = sample_re.match(line)
+        if not m:
+            problems.append("line %d: not a sample: %r" % (i, line))
+            continue
+        name, labeltext, valtext = m.group(1), m.group(2), m.group(3)
+        labels = {}
+        if labeltext:
+            pos = 0
+            while pos < len(labeltext):
+                lm = label_re.match(labeltext, pos)
+                if not lm or lm.end() == pos:
+                    problems.append("line %d: bad labels %r" % (i, labeltext))
+                    break
+                k = lm.group(1)
+                v = lm.group(2).replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+                if k in labels:
+                    problems.append("line %d: label %s twice" % (i, k))
+                labels[k] = v
+                pos = lm.end()
+        try:
+            value = _prom_float(valtext)
+        except ValueError:
+            problems.append("line %d: bad value %r" % (i, valtext))
+            continue
+        fam = family(name)
+        if fam is None:
+            problems.append("line %d: sample %s has no TYPE line before it" % (i, name))
+            fam = name
+        if fam != current:
+            if current is not None:
+                closed.add(current)
+            if fam in closed:
+                problems.append("line %d: samples of %s are not contiguous" % (i, fam))
+            current = fam
+        key = (name, tuple(sorted(labels.items())))
+        if key in seen_series:
+            problems.append("line %d: series %s%s twice" % (i, name, labels))
+        seen_series.add(key)
+        if types.get(fam) == "counter" and not value >= 0:
+            problems.append("line %d: counter %s = %r" % (i, name, value))
+        samples.append((name, labels, value))
+
+    # Histograms.
+    for fam, t in types.items():
+        if t != "histogram":
+            continue
+        groups = {}
+        for n, l, v in samples:
+            if n in (fam + "_bucket", fam + "_sum", fam + "_count"):
+                key = tuple(sorted((k, x) for k, x in l.items() if k != "le"))
+                groups.setdefault(key, {"buckets": [], "sum": None, "count": None})
+                g = groups[key]
+                if n == fam + "_bucket":
+                    if "le" not in l:
+                        problems.append("%s_bucket%s without le" % (fam, l))
+                        continue
+                    try:
+                        g["buckets"].append((_prom_float(l["le"]), v))
+                    except ValueError:
+                        problems.append("%s_bucket: bad le %r" % (fam, l["le"]))
+                elif n == fam + "_sum":
+                    g["sum"] = v
+                else:
+                    g["count"] = v
+        for key, g in groups.items():
+            where = "%s%s" % (fam, dict(key))
+            if g["sum"] is None or g["count"] is None:
+                problems.append("%s: missing _sum or _count" % where)
+            b = sorted(g["buckets"])
+            if not b or b[-1][0] != math.inf:
+                problems.append("%s: no le=\"+Inf\" bucket" % where)
+                continue
+            les = [le for le, _ in b]
+            if len(set(les)) != len(les):
+                problems.append("%s: a bucket bound twice" % where)
+            counts = [c for _, c in b]
+            if any(c2 < c1 for c1, c2 in zip(counts, counts[1:])):
+                problems.append("%s: buckets not cumulative: %s" % (where, b))
+            if g["count"] is not None and counts[-1] != g["count"]:
+                problems.append("%s: le=\"+Inf\" %r != _count %r" % (where, counts[-1], g["count"]))
+            if g["sum"] is not None and g["count"] == 0 and g["sum"] != 0:
+                problems.append("%s: _sum %r with _count 0" % (where, g["sum"]))
+    assert not problems, "invalid exposition (%d problems):\n%s\n---- text (head) ----\n%s" % (
+        len(problems), "\n".join(problems[:30]), text[:3000])
+    return Metrics(text, samples, types, helps)
 
 
 # -------------------------------------------------------------- ClickHouse

@@ -23,7 +23,8 @@ typedef struct {
   int64_t at_ns;
 } result;
 
-static void on_done(void *ctx, int status, const char *message) {
+static void on_done(void *ctx, int status, const char *message, uint32_t events) {
+  (void)events;
   result *r = ctx;
   pthread_mutex_lock(&r->mu);
   r->done = 1;
