@@ -45,6 +45,7 @@
 
 #define PS_EVENTS_QUEUE "grpc_clickhouse_event_q"
 #define PS_ERROR_EXCHANGE "grpc_event_error.dx"
+#define PS_SKIPPED_QUEUE "grpc_event_skipped.error"
 
 enum { PS_EXIT_OK = 0, PS_EXIT_FAIL = 1, PS_EXIT_USAGE = 2 };
 
@@ -123,10 +124,13 @@ static int ps__serve(void) {
       {"x-dead-letter-routing-key", PS_EVENTS_QUEUE, 0},
   };
   ps_exchange_decl exchanges[] = {{cfg.event_exchange, "topic", 1}, {PS_ERROR_EXCHANGE, "direct", 1}};
-  ps_queue_decl queues[] = {{PS_EVENTS_QUEUE, 1, q_args, 2}, {PS_EVENTS_QUEUE ".error", 1, NULL, 0}};
+  ps_queue_decl queues[] = {{PS_EVENTS_QUEUE, 1, q_args, 2},
+                            {PS_EVENTS_QUEUE ".error", 1, NULL, 0},
+                            {PS_SKIPPED_QUEUE, 1, NULL, 0}};
   ps_binding_decl bindings[] = {{PS_EVENTS_QUEUE, cfg.event_exchange, "#"},
-                                {PS_EVENTS_QUEUE ".error", PS_ERROR_EXCHANGE, PS_EVENTS_QUEUE}};
-  ps_topology topo = {exchanges, 2, queues, 2, bindings, 2};
+                                {PS_EVENTS_QUEUE ".error", PS_ERROR_EXCHANGE, PS_EVENTS_QUEUE},
+                                {PS_SKIPPED_QUEUE, PS_ERROR_EXCHANGE, PS_SKIPPED_QUEUE}};
+  ps_topology topo = {exchanges, 2, queues, 3, bindings, 3};
 
   ps_broker *broker = NULL;
   if (ps_broker_amqp_create(cfg.rabbitmq_url, &topo, &broker, err, sizeof err) != 0) {
@@ -144,10 +148,11 @@ static int ps__serve(void) {
   ps_sink_destroy(table_sink);
 
   ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);
-  ps_router_options ro = {cfg.worker_pool_size, cfg.event_exchange};
+  ps_router_options ro = {cfg.worker_pool_size, cfg.event_exchange, PS_ERROR_EXCHANGE, PS_SKIPPED_QUEUE};
   ps_router *router = ps_router_start(&ro, q, broker);
-  ps_consumer_options co = {PS_EVENTS_QUEUE, ps_events_table.name, cfg.consumers_per_queue, cfg.consumer_prefetch,
-                            cfg.clickhouse_batch_rows, cfg.clickhouse_flush_ms};
+  ps_consumer_options co = {PS_EVENTS_QUEUE,          ps_events_table.name,  cfg.consumers_per_queue,
+                            cfg.consumer_prefetch,    cfg.clickhouse_batch_rows, cfg.clickhouse_flush_ms,
+                            "clickhouse-events",      PS_ERROR_EXCHANGE,     5};
   ps_consumer_factory cf = {ps__make_decoder, ps__make_sink, &cfg};
   ps_consumer_group *consumers = cfg.consumers_per_queue > 0 ? ps_consumers_start(&co, broker, &cf) : NULL;
 

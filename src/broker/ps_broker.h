@@ -64,6 +64,8 @@ typedef struct ps_message {
   const char *message_id;
   int64_t timestamp; /* unix seconds; 0: none */
   int persistent;
+  const ps_broker_arg *headers; /* application headers (dead-letter reasons, ...) */
+  size_t nheaders;
   const void *body;
   size_t len;
 } ps_message;
@@ -76,6 +78,8 @@ typedef struct ps_delivery {
   size_t routing_key_len;
   const char *content_type; /* NUL-terminated copy, "" if none */
   int64_t timestamp;        /* unix seconds; 0: none */
+  const char *message_id;   /* NUL-terminated copy, "" if none */
+  int64_t delivery_count;   /* x-delivery-count (quorum queues) when present, else 0 */
   const void *body;
   size_t len;
 } ps_delivery;

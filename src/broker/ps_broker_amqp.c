@@ -32,6 +32,7 @@ typedef struct {
   amqp_envelope_t env;
   int has_env;
   char content_type[128];
+  char message_id[256];
 } ps__amqp_conn;
 
 static const ps_broker_ops ps__amqp_ops;
@@ -183,6 +184,13 @@ static int ps__amqp_publish(ps_broker_conn *bc, const ps_message *m) {
   }
   p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
   p.delivery_mode = m->persistent ? 2 : 1;
+  amqp_table_entry_t entries[16];
+  if (m->nheaders) {
+    if (m->nheaders > 16)
+      return PS_EINVAL;
+    p._flags |= AMQP_BASIC_HEADERS_FLAG;
+    p.headers = ps__args_table(m->headers, m->nheaders, entries);
+  }
   amqp_bytes_t body = {m->len, (void *)m->body};
   int st = amqp_basic_publish(c->conn, PS__CHANNEL, amqp_cstring_bytes(m->exchange),
                               amqp_cstring_bytes(m->routing_key), 0, 0, &p, body);
@@ -233,6 +241,31 @@ static int ps__amqp_next(ps_broker_conn *bc, ps_delivery *d, int timeout_ms) {
       c->content_type[n] = '\0';
     }
     d->content_type = c->content_type;
+    c->message_id[0] = '\0';
+    if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+      size_t n = p->message_id.len < sizeof c->message_id - 1 ? p->message_id.len : sizeof c->message_id - 1;
+      memcpy(c->message_id, p->message_id.bytes, n);
+      c->message_id[n] = '\0';
+    }
+    d->message_id = c->message_id;
+    d->delivery_count = 0;
+    if (p->_flags & AMQP_BASIC_HEADERS_FLAG)
+      for (int i = 0; i < p->headers.num_entries; i++) {
+        amqp_table_entry_t *e = &p->headers.entries[i];
+        if (e->key.len == 16 && memcmp(e->key.bytes, "x-delivery-count", 16) == 0) {
+          switch (e->value.kind) {
+          case AMQP_FIELD_KIND_I64: d->delivery_count = e->value.value.i64; break;
+          case AMQP_FIELD_KIND_U64: d->delivery_count = (int64_t)e->value.value.u64; break;
+          case AMQP_FIELD_KIND_I32: d->delivery_count = e->value.value.i32; break;
+          case AMQP_FIELD_KIND_U32: d->delivery_count = e->value.value.u32; break;
+          case AMQP_FIELD_KIND_I16: d->delivery_count = e->value.value.i16; break;
+          case AMQP_FIELD_KIND_U16: d->delivery_count = e->value.value.u16; break;
+          case AMQP_FIELD_KIND_I8: d->delivery_count = e->value.value.i8; break;
+          case AMQP_FIELD_KIND_U8: d->delivery_count = e->value.value.u8; break;
+          default: break;
+          }
+        }
+      }
     d->body = c->env.message.body.bytes;
     d->len = c->env.message.body.len;
     return 0;

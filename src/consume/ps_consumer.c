@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consume/ps_deadletter.h"
 #include "core/ps_backoff.h"
 #include "core/ps_error.h"
 #include "core/ps_log.h"
@@ -35,12 +36,19 @@ typedef struct ps__consumer {
   uint64_t last_tag;   /* newest delivery whose rows are in the sink */
   size_t pending_msgs; /* deliveries waiting for the next flush */
   int64_t oldest_ns;
+  /* Deliveries seen per message id, for queues that do not count them (classic
+     queues): a small table, so that a poison message cannot loop for ever. */
+  struct {
+    uint64_t hash;
+    int count;
+  } seen[1024];
 } ps__consumer;
 
 struct ps_consumer_group {
   ps_consumer_options opt;
   /* This queue's series; registered at start, bumped lock-free. */
-  ps_counter *m_consumed, *m_dead_undecodable, *m_dead_rejected, *m_rows, *m_ins_ok, *m_ins_retry, *m_ins_drop;
+  ps_counter *m_consumed, *m_dead_undecodable, *m_dead_rejected, *m_dead_redelivered, *m_rows, *m_ins_ok,
+      *m_ins_retry, *m_ins_drop;
   ps_histogram *m_ins_seconds, *m_ins_rows;
   ps_broker *broker;
   ps_consumer_factory factory;
@@ -135,19 +143,62 @@ static int ps__flush(ps__consumer *c) {
   }
 }
 
+static uint64_t ps__hash(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h ? h : 1;
+}
+
+/* How many times this message has been delivered, as far as anyone can tell. */
+static int64_t ps__deliveries(ps__consumer *c, const ps_delivery *d) {
+  if (d->delivery_count > 0) /* quorum queues count for us */
+    return d->delivery_count + 1;
+  if (!d->redelivered || !d->message_id[0])
+    return 1;
+  uint64_t h = ps__hash(d->message_id);
+  size_t slot = h % (sizeof c->seen / sizeof c->seen[0]);
+  if (c->seen[slot].hash != h) {
+    c->seen[slot].hash = h;
+    c->seen[slot].count = 1; /* first redelivery we see: at least the second delivery */
+  }
+  return ++c->seen[slot].count;
+}
+
+/* Publishes d to the dead-letter exchange with reason and acks it; drops the connection if that fails. */
+static void ps__dead_letter(ps__consumer *c, const ps_delivery *d, const char *reason, ps_counter *metric) {
+  ps_consumer_group *g = c->g;
+  char rk[256];
+  snprintf(rk, sizeof rk, "%.*s", (int)d->routing_key_len, d->routing_key);
+  ps_dead_letter dl = {g->opt.dead_letter_exchange, g->opt.queue, reason, g->opt.queue,
+                       g->opt.name ? g->opt.name : g->opt.queue, rk, d->message_id, d->content_type,
+                       d->body, d->len};
+  if (ps_dead_letter_publish(c->conn, &dl) != 0 || ps_broker_ack(c->conn, d->tag, 0) != 0) {
+    ps_warn("consumer: cannot dead-letter a message; it will be redelivered", "queue", g->opt.queue);
+    ps__drop_conn(c);
+    return;
+  }
+  ps_counter_add(metric, 1);
+  ps_warn("consumer: message dead-lettered", "queue", g->opt.queue, "routing_key", rk, "message_id",
+          d->message_id, "reason", reason);
+}
+
 static void ps__handle(ps__consumer *c, const ps_delivery *d) {
   ps_consumer_group *g = c->g;
   ps_counter_add(g->m_consumed, 1);
   char err[512];
+  int64_t seen = ps__deliveries(c, d);
+  if (g->opt.max_redeliveries > 0 && seen > (int64_t)g->opt.max_redeliveries + 1) {
+    snprintf(err, sizeof err, "delivered %lld times, more than max_redeliveries (%d) allows", (long long)seen,
+             g->opt.max_redeliveries);
+    ps__dead_letter(c, d, err, g->m_dead_redelivered);
+    return;
+  }
   int n = ps_decoder_decode(c->dec, d, c->sink, err, sizeof err);
   if (n < 0) {
-    ps_counter_add(g->m_dead_undecodable, 1);
-    char rk[256];
-    snprintf(rk, sizeof rk, "%.*s", (int)d->routing_key_len, d->routing_key);
-    ps_warn("consumer: message cannot be decoded; dead-lettered", "queue", g->opt.queue, "routing_key", rk,
-            "error", err);
-    if (ps_broker_nack(c->conn, d->tag, 0, 0) != 0)
-      ps__drop_conn(c);
+    char reason[600];
+    snprintf(reason, sizeof reason, "undecodable: %s", err);
+    ps__dead_letter(c, d, reason, g->m_dead_undecodable);
     return;
   }
   c->last_tag = d->tag;
@@ -244,6 +295,8 @@ ps_consumer_group *ps_consumers_start(const ps_consumer_options *opt, ps_broker 
                                              "messages sent to the dead-letter exchange, by reason", 0);
   snprintf(ld, sizeof ld, "%s,reason=\"rejected_by_sink\"", l);
   g->m_dead_rejected = ps_metrics_counter("penstock_messages_dead_lettered_total", ld, NULL, 0);
+  snprintf(ld, sizeof ld, "%s,reason=\"redelivered\"", l);
+  g->m_dead_redelivered = ps_metrics_counter("penstock_messages_dead_lettered_total", ld, NULL, 0);
   g->m_rows = ps_metrics_counter("penstock_rows_inserted_total", lt, "rows stored by a sink", 0);
   snprintf(ld, sizeof ld, "%s,result=\"ok\"", lt);
   g->m_ins_ok = ps_metrics_counter("penstock_inserts_total", ld, "sink flushes (inserts), by result", 0);

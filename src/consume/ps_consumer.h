@@ -7,8 +7,9 @@
  * row is flush_ms old. Deliveries are acknowledged (one multiple-ack) only
  * after the flush that holds their rows succeeded; while the sink answers
  * RETRY they stay unacknowledged (bounded by prefetch) and the flush is retried
- * with backoff. A message that cannot be decoded is rejected without requeue,
- * so the queue's dead-letter exchange takes it.
+ * with backoff. A message that cannot be decoded, or that was delivered more
+ * than max_redeliveries times, is published to the dead-letter exchange with
+ * its reason (ps_deadletter.h) and acknowledged: never dropped, never looping.
  */
 #ifndef PS_CONSUMER_H
 #define PS_CONSUMER_H
@@ -35,6 +36,9 @@ typedef struct ps_consumer_options {
   int prefetch;
   int batch_rows;
   int flush_ms;
+  const char *name;                 /* for logs and dead-letter headers; NULL: the queue */
+  const char *dead_letter_exchange; /* dead letters go there, routing key = the queue */
+  int max_redeliveries;             /* a message delivered more often than this is dead-lettered */
 } ps_consumer_options;
 
 /** Starts the consumers. broker and factory->ud are borrowed until stop. */

@@ -121,6 +121,9 @@ void ps_metrics_gauge_fn(const char *name, const char *labels, const char *help,
 }
 
 void ps_histogram_observe(ps_histogram *h, double v) {
+#ifdef PS_METRICS_OFF
+  return;
+#endif
   size_t i = 0;
   while (i < h->n && v > h->bounds[i])
     i++;

@@ -59,7 +59,12 @@ typedef struct ps_metrics_t {
 
 extern ps_metrics_t ps_metrics;
 
+/* PS_METRICS_OFF builds a binary that counts nothing: only to measure what counting costs (bench/metrics-cost). */
+#ifdef PS_METRICS_OFF
+#define PS_COUNT(field, n) ((void)(n))
+#else
 #define PS_COUNT(field, n) atomic_fetch_add_explicit(&ps_metrics.field, (int64_t)(n), memory_order_relaxed)
+#endif
 #define PS_METRIC_GET(field) atomic_load_explicit(&ps_metrics.field, memory_order_relaxed)
 
 /** A labelled counter (or integer gauge): bump with ps_counter_add. */
@@ -68,7 +73,12 @@ typedef struct ps_counter {
 } ps_counter;
 
 static inline void ps_counter_add(ps_counter *c, int64_t n) {
+#ifdef PS_METRICS_OFF
+  (void)c;
+  (void)n;
+#else
   atomic_fetch_add_explicit(&c->v, n, memory_order_relaxed);
+#endif
 }
 
 /** A histogram with fixed upper bounds (ascending; +Inf is implied). */

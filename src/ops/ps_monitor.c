@@ -43,7 +43,14 @@ static enum MHD_Result ps__json_error(struct MHD_Connection *conn, unsigned stat
   ps_buf_puts(&b, "{\"error\":");
   ps_pbjson_put_string(&b, msg, strlen(msg));
   ps_buf_puts(&b, "}\n");
-  return ps__send(conn, status, "application/json", &b);
+  struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+  MHD_add_response_header(r, "Content-Type", "application/json");
+  if (status == 405)
+    MHD_add_response_header(r, "Allow", "GET, HEAD");
+  enum MHD_Result ret = MHD_queue_response(conn, status, r);
+  MHD_destroy_response(r);
+  ps_buf_free(&b);
+  return ret;
 }
 
 static enum MHD_Result ps__ready(ps_monitor *m, struct MHD_Connection *conn) {

@@ -22,6 +22,7 @@
 
 #include "codec/ps_events.h"
 #include "codec/ps_pbjson.h"
+#include "consume/ps_deadletter.h"
 #include "core/ps_backoff.h"
 #include "core/ps_buf.h"
 #include "core/ps_error.h"
@@ -91,8 +92,51 @@ static int ps__publish(ps__worker *w, const ps_message *m) {
   }
 }
 
+/* Dead-letters the events of b that have no type, as one binary Events message. */
+static void ps__dead_letter_skipped(ps__worker *w, ps_batch *b, Event__Event **scratch) {
+  ps_router *r = w->r;
+  size_t n = 0;
+  const char *reason = NULL;
+  for (size_t i = 0; i < b->msg->n_events; i++)
+    if (!ps_event_type_name(b->msg->events[i])) {
+      scratch[n++] = b->msg->events[i];
+      const char *why = ps_event_skip_reason(b->msg->events[i]);
+      reason = !reason || strcmp(reason, why) == 0 ? why : "no payload or unknown event type";
+    }
+  Event__Events part = *b->msg;
+  part.n_events = n;
+  part.events = scratch;
+  ps_buf_reset(&w->body);
+  size_t len = event__events__get_packed_size(&part);
+  ps_buf_reserve(&w->body, len);
+  event__events__pack(&part, (uint8_t *)w->body.data);
+  char why[128];
+  snprintf(why, sizeof why, "skipped at dispatch: %s", reason);
+  ps_dead_letter dl = {r->opt.dead_letter_exchange, r->opt.skipped_key, why, "", "dispatch", "", NULL,
+                       "application/x-protobuf", w->body.data, len};
+  for (int attempt = 0;; attempt++) {
+    if (!w->conn && ps_broker_connect(r->broker, &w->conn) != 0)
+      w->conn = NULL;
+    else if (w->conn && ps_dead_letter_publish(w->conn, &dl) == 0)
+      return;
+    if (w->conn) {
+      PS_COUNT(broker_connections_publisher, -1);
+      ps_broker_close(w->conn);
+      w->conn = NULL;
+    }
+    if (ps__past_give_up(r)) {
+      PS_COUNT(publish_given_up_events_total, n);
+      ps_error("router: skipped events not dead-lettered: shutdown deadline passed with the broker unreachable");
+      return;
+    }
+    ps_backoff_sleep(attempt, 100, 5000, &r->give_up_ns, NULL);
+  }
+}
+
 static void ps__publish_batch(ps__worker *w, ps_batch *b, Event__Event **scratch, ps_event_group *groups) {
   ps_router *r = w->r;
+  if (b->n_skipped && r->opt.dead_letter_exchange)
+    ps__dead_letter_skipped(w, b, scratch);
   size_t ng = ps_events_group(b->msg, groups, scratch);
   for (size_t g = 0; g < ng; g++) {
     if (w->gave_up) {

@@ -21,6 +21,11 @@ typedef struct ps_router ps_router;
 typedef struct ps_router_options {
   int workers;
   const char *exchange;
+  /* Events accepted without a type are not published to `exchange`: they go,
+     as a binary Events (unknown fields kept), to this dead-letter exchange with
+     routing key `skipped_key` and the reason in the headers. */
+  const char *dead_letter_exchange;
+  const char *skipped_key;
 } ps_router_options;
 
 /** Starts the workers on q, publishing through broker (both borrowed until stop). */

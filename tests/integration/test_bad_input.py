@@ -13,6 +13,8 @@ import pytest
 import pstest
 from pstest import pb
 
+SKIPPED_QUEUE = "grpc_event_skipped.error"
+
 MAX_RECV = 65536
 
 
@@ -147,6 +149,31 @@ def test_untyped_events_are_skipped(server, db, clickhouse, runid, show_log):
     assert clickhouse.count_ids(db, [no_payload_id, unknown_id]) == (0, 0), "a skipped event landed"
     pstest.poll(lambda: no_payload_id in server.stderr_text() and unknown_id in server.stderr_text(), 10,
                 what="both skipped ids in penstock's log")
+    # Not dropped: dead-lettered, as a binary Events with the unknown field kept, with the reason.
+    conn = pstest.amqp_connection()
+    try:
+        ch = conn.channel()
+        found = None
+        deadline = time.monotonic() + 15
+        while found is None and time.monotonic() < deadline:
+            method, props, body = ch.basic_get(SKIPPED_QUEUE, auto_ack=True)
+            if method is None:
+                time.sleep(0.1)
+                continue
+            m = pb.Events.FromString(body)
+            if any(e.id == unknown_id for e in m.events):
+                found = (props, m)
+        assert found, "the skipped events never reached %s" % SKIPPED_QUEUE
+        props, m = found
+        assert [e.id for e in m.events] == [no_payload_id, unknown_id]
+        assert m.header == b.header
+        assert props.content_type == "application/x-protobuf"
+        assert props.headers["x-penstock-reason"].startswith("skipped at dispatch"), props.headers
+        assert props.headers["x-penstock-consumer"] == "dispatch"
+        # The unknown payload survived: re-serialising the event gives back the bytes the client sent.
+        assert unknown_payload in m.events[1].SerializeToString()
+    finally:
+        conn.close()
 
 
 def test_oversized_request_is_resource_exhausted(server, runid, show_log):
