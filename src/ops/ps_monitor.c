@@ -8,6 +8,7 @@
 #include "ops/ps_monitor.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,11 @@ static enum MHD_Result ps__threads(ps_monitor *m, struct MHD_Connection *conn) {
 static enum MHD_Result ps__handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **state) {
   ps_monitor *m = cls;
+  static _Thread_local int named; /* libmicrohttpd's thread: name it for /debug/threads and perf */
+  if (!named) {
+    pthread_setname_np(pthread_self(), "ps-monitor");
+    named = 1;
+  }
   (void)version;
   (void)upload;
   (void)upload_size;
