@@ -25,7 +25,7 @@ endif
 OPT       ?= -O2
 WERROR    ?=
 CFLAGS    ?= $(OPT) -g
-CFLAGS    += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(WERROR) $(SANFLAGS) \
+CFLAGS    += $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(WERROR) $(SANFLAGS) \
              -pthread -Isrc -I$(BUILD)/gen $(shell pkg-config --cflags $(PKGS))
 LDFLAGS   += $(SANFLAGS) -pthread
 LDLIBS    += $(shell pkg-config --libs $(PKGS)) -lm
@@ -126,6 +126,6 @@ test: unit-bins
 	tests/run-all $(BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-metrics-on build-metrics-off
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
