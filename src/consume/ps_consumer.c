@@ -19,6 +19,7 @@
 
 #include "consume/ps_deadletter.h"
 #include "core/ps_backoff.h"
+#include "core/ps_buf.h"
 #include "core/ps_error.h"
 #include "core/ps_log.h"
 #include "core/ps_metrics.h"
@@ -36,6 +37,17 @@ typedef struct ps__consumer {
   uint64_t last_tag;   /* newest delivery whose rows are in the sink */
   size_t pending_msgs; /* deliveries waiting for the next flush */
   int64_t oldest_ns;
+  /* The deliveries whose rows are in the sink's batch, with a copy of each
+     (bounded by prefetch), so that a message whose rows the sink refuses can
+     be dead-lettered whole, with the reason. */
+  struct ps__pending {
+    uint64_t tag;
+    size_t first_row, nrows;
+    size_t off, len, rk_len, id_len, ct_len; /* in `copies`: body, routing key, message id, content type */
+  } *pending;
+  size_t npending, cap_pending;
+  size_t batch_rows; /* rows written into the current batch so far */
+  ps_buf copies;
   /* Deliveries seen per message id, for queues that do not count them (classic
      queues): a small table, so that a poison message cannot loop for ever. */
   struct {
@@ -57,8 +69,15 @@ struct ps_consumer_group {
   _Atomic int64_t deadline_ns;
 };
 
+static void ps__pending_clear(ps__consumer *c) {
+  c->npending = 0;
+  c->batch_rows = 0;
+  ps_buf_reset(&c->copies);
+}
+
 static void ps__drop_conn(ps__consumer *c) {
   ps_sink_discard(c->sink);
+  ps__pending_clear(c);
   c->pending_msgs = 0;
   c->oldest_ns = 0;
   if (c->conn)
@@ -82,6 +101,79 @@ static int ps__connect(ps__consumer *c) {
   }
   PS_COUNT(broker_connections_consumer, 1);
   return 0;
+}
+
+/* Rows the sink refused in its last DROP (0 if it does not say). */
+static size_t ps__rejected_rows(ps__consumer *c) {
+  const size_t *rows;
+  const char *const *reasons;
+  return ps_sink_rejected(c->sink, &rows, &reasons);
+}
+
+/*
+ * After a DROP: dead-letters every pending message that has a refused row
+ * (whole: its other rows are stored, and a replay would only duplicate them,
+ * which the tables' engines collapse), with the sink's reason. A sink that
+ * names no rows refused the whole batch. Returns 0, or PS_ECONN.
+ */
+static int ps__dead_letter_rejected(ps__consumer *c, const char *batch_err) {
+  ps_consumer_group *g = c->g;
+  const size_t *rows;
+  const char *const *reasons;
+  size_t nr = ps_sink_rejected(c->sink, &rows, &reasons);
+  char *marked = calloc(c->npending ? c->npending : 1, 1);
+  const char **why = calloc(c->npending ? c->npending : 1, sizeof *why);
+  size_t *which = calloc(c->npending ? c->npending : 1, sizeof *which);
+  if (!marked || !why || !which)
+    abort();
+  for (size_t k = 0; k < c->npending; k++)
+    if (!nr) {
+      marked[k] = 1;
+      why[k] = batch_err;
+    }
+  for (size_t i = 0; i < nr; i++) {
+    size_t lo = 0, hi = c->npending; /* the message holding row rows[i]: last first_row <= it */
+    while (hi - lo > 1) {
+      size_t mid = (lo + hi) / 2;
+      if (c->pending[mid].first_row <= rows[i])
+        lo = mid;
+      else
+        hi = mid;
+    }
+    if (lo < c->npending && !marked[lo]) {
+      marked[lo] = 1;
+      why[lo] = reasons[i];
+      which[lo] = rows[i] - c->pending[lo].first_row;
+    }
+  }
+  int rc = 0;
+  for (size_t k = 0; k < c->npending && rc == 0; k++) {
+    if (!marked[k])
+      continue;
+    const struct ps__pending *pm = &c->pending[k];
+    const char *base = c->copies.data + pm->off;
+    char rk[256], id[256], ct[128], reason[700];
+    snprintf(rk, sizeof rk, "%.*s", (int)pm->rk_len, base + pm->len);
+    snprintf(id, sizeof id, "%.*s", (int)pm->id_len, base + pm->len + pm->rk_len);
+    snprintf(ct, sizeof ct, "%.*s", (int)pm->ct_len, base + pm->len + pm->rk_len + pm->id_len);
+    if (nr)
+      snprintf(reason, sizeof reason, "rejected by sink (row %zu of the message): %s", which[k], why[k]);
+    else
+      snprintf(reason, sizeof reason, "rejected by sink: %s", why[k]);
+    ps_dead_letter dl = {g->opt.dead_letter_exchange, g->opt.queue, reason, g->opt.queue,
+                         g->opt.name ? g->opt.name : g->opt.queue, rk, id, ct, base, pm->len};
+    if (ps_dead_letter_publish(c->conn, &dl) != 0) {
+      rc = PS_ECONN;
+      break;
+    }
+    ps_counter_add(g->m_dead_rejected, 1);
+    ps_error("consumer: sink refused a message's rows; dead-lettered", "queue", g->opt.queue, "message_id", id,
+             "reason", reason);
+  }
+  free(marked);
+  free(why);
+  free(which);
+  return rc;
 }
 
 /* Flushes and acks; returns 0 when done, PS_ECONN if the connection broke,
@@ -111,6 +203,7 @@ static int ps__flush(ps__consumer *c) {
       ps_histogram_observe(g->m_ins_rows, (double)rows);
       c->pending_msgs = 0;
       c->oldest_ns = 0;
+      ps__pending_clear(c);
       if (ps_broker_ack(c->conn, c->last_tag, 1) != 0) {
         /* The rows are in; their messages will be redelivered and land again
            as duplicates that the table's engine collapses. */
@@ -121,14 +214,14 @@ static int ps__flush(ps__consumer *c) {
     }
     ps_counter_add(r == PS_SINK_DROP ? g->m_ins_drop : g->m_ins_retry, 1);
     if (r == PS_SINK_DROP) {
-      ps_counter_add(g->m_dead_rejected, (int64_t)c->pending_msgs);
-      char n[32];
-      snprintf(n, sizeof n, "%zu", c->pending_msgs);
-      ps_error("consumer: sink refused the batch; dead-lettering its messages", "queue", g->opt.queue,
-               "messages", n, "error", err);
+      int rc = ps__dead_letter_rejected(c, err);
+      ps_counter_add(g->m_rows, (int64_t)(rows - ps__rejected_rows(c)));
       c->pending_msgs = 0;
       c->oldest_ns = 0;
-      return ps_broker_nack(c->conn, c->last_tag, 1, 0) == 0 ? 0 : PS_ECONN;
+      ps__pending_clear(c);
+      if (rc != 0 || ps_broker_ack(c->conn, c->last_tag, 1) != 0)
+        return PS_ECONN;
+      return 0;
     }
     static ps_log_ratelimit rl;
     long long sup;
@@ -201,6 +294,26 @@ static void ps__handle(ps__consumer *c, const ps_delivery *d) {
     ps__dead_letter(c, d, reason, g->m_dead_undecodable);
     return;
   }
+  if (c->npending == c->cap_pending) {
+    c->cap_pending = c->cap_pending ? c->cap_pending * 2 : 64;
+    c->pending = realloc(c->pending, c->cap_pending * sizeof *c->pending);
+    if (!c->pending)
+      abort();
+  }
+  struct ps__pending *pm = &c->pending[c->npending++];
+  pm->tag = d->tag;
+  pm->first_row = c->batch_rows;
+  pm->nrows = (size_t)n;
+  c->batch_rows += (size_t)n;
+  pm->off = c->copies.len;
+  pm->len = d->len;
+  pm->rk_len = d->routing_key_len;
+  pm->id_len = strlen(d->message_id);
+  pm->ct_len = strlen(d->content_type);
+  ps_buf_append(&c->copies, d->body, d->len);
+  ps_buf_append(&c->copies, d->routing_key, d->routing_key_len);
+  ps_buf_append(&c->copies, d->message_id, pm->id_len);
+  ps_buf_append(&c->copies, d->content_type, pm->ct_len);
   c->last_tag = d->tag;
   if (!c->pending_msgs++)
     c->oldest_ns = ps_now_ns();
@@ -273,6 +386,8 @@ static void *ps__consumer_main(void *arg) {
     ps__drop_conn(c);
   ps_sink_destroy(c->sink);
   ps_decoder_destroy(c->dec);
+  free(c->pending);
+  ps_buf_free(&c->copies);
   return NULL;
 }
 

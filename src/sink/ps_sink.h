@@ -2,11 +2,22 @@
  * ps_sink: where rows land.
  *
  * A sink is a struct of operations over a table: rows are written into a
- * pending batch (write), which flush sends in one go. flush answers
- *   PS_SINK_OK     the batch is stored; the caller may acknowledge its sources,
- *   PS_SINK_RETRY  nothing was stored and trying again later may work
- *                  (network, server down, overload); the batch is kept,
- *   PS_SINK_DROP   the server refused the data itself; retrying is useless.
+ * pending batch (write), which flush sends. The batch is everything written
+ * since the last flush that answered OK or DROP (or the last discard); its rows
+ * are numbered from 0 in write order. flush answers
+ *   PS_SINK_OK     every row of the batch is stored; the caller may
+ *                  acknowledge their sources. The batch is cleared.
+ *   PS_SINK_DROP   every row is stored except the ones rejected() lists, which
+ *                  the destination refused for good (bad data, a 4xx): the
+ *                  caller dead-letters their sources and acknowledges the
+ *                  rest. The batch is cleared.
+ *   PS_SINK_RETRY  some rows are not stored yet, and trying again later may
+ *                  work (network, server down, overload). Rows already stored
+ *                  are remembered by the sink and never sent again; rows
+ *                  already refused are remembered for the DROP to come;
+ *                  pending() counts only what is left. Calling flush again
+ *                  (more rows may be written in between; they join the batch)
+ *                  continues where this one stopped.
  * Sinks are not thread-safe: each consumer opens its own.
  */
 #ifndef PS_SINK_H
@@ -55,11 +66,19 @@ typedef struct ps_sink_ops {
   int (*open)(ps_sink *s, char *err, size_t errlen);
   /** Appends one row (values borrowed for the call) to the pending batch. */
   void (*write)(ps_sink *s, const ps_value *row);
-  /** Rows pending. */
+  /** Rows of the batch neither stored nor refused yet. */
   size_t (*pending)(ps_sink *s);
-  /** Sends the pending batch; on OK or DROP the batch is cleared. */
+  /** Sends what is pending (see the contract above); err says why on RETRY or DROP. */
   ps_sink_result (*flush)(ps_sink *s, char *err, size_t errlen);
-  /** Forgets the pending batch (its sources will be redelivered). */
+  /**
+   * After a flush that answered PS_SINK_DROP: the number of refused rows, with
+   * *rows set to their indices in the batch (ascending) and *reasons to one
+   * reason per row (e.g. "HTTP 400: {body excerpt}"). Both arrays belong to the
+   * sink and stay valid until its next write, flush or discard. After any other
+   * answer: 0.
+   */
+  size_t (*rejected)(ps_sink *s, const size_t **rows, const char *const **reasons);
+  /** Forgets the batch, stored and refused rows included (their sources will be redelivered). */
   void (*discard)(ps_sink *s);
   /** Frees the sink; pending rows are discarded. Accepts NULL. */
   void (*destroy)(ps_sink *s);
@@ -78,14 +97,44 @@ typedef struct ps_clickhouse_options {
   long timeout_ms;
 } ps_clickhouse_options;
 
-/** Creates a ClickHouse sink for table (borrowed). Nothing is connected yet. */
+/**
+ * Creates a ClickHouse sink for table (borrowed). Nothing is connected yet.
+ * An insert that ClickHouse refuses as bad data is split in halves, and those
+ * again, until the refused rows are single: the others are inserted and
+ * flush answers DROP with the refused ones in rejected().
+ */
 ps_sink *ps_sink_clickhouse_create(const ps_clickhouse_options *opt, const ps_table *table);
+
+typedef struct ps_sink_conf ps_sink_conf; /* config/ps_topology_config.h */
+
+/**
+ * Creates an HTTP forwarding sink for table (borrowed): each row becomes a JSON
+ * object of its columns (DateTime as an RFC 3339 UTC string; a String column
+ * named `payload` or `extra` that holds valid JSON is embedded as JSON), sent
+ * one per request or as arrays of up to batch_max, with up to concurrency
+ * requests in flight. 2xx is stored; a network error, 408, 429 or 5xx is
+ * retried inside the flush with exponential backoff and full jitter (a
+ * Retry-After on 429/503 is honoured, up to retry_max_ms) up to max_retries
+ * times per request, then the flush answers RETRY; any other 4xx refuses the
+ * request's rows (DROP). Once one request has spent its retries, nothing new
+ * is started and the flush answers RETRY as soon as the requests on the wire
+ * are done. A flush has no deadline of its own: while the target fails it can
+ * take up to about max_retries * (retry_max_ms + timeout_ms). conf's strings
+ * are copied. Returns NULL if conf->url is not a valid URL (the reason is
+ * logged).
+ */
+ps_sink *ps_sink_http_create(const ps_sink_conf *conf, const ps_table *table);
 
 static inline int ps_sink_open(ps_sink *s, char *err, size_t errlen) { return s->ops->open(s, err, errlen); }
 static inline void ps_sink_write(ps_sink *s, const ps_value *row) { s->ops->write(s, row); }
 static inline size_t ps_sink_pending(ps_sink *s) { return s->ops->pending(s); }
 static inline ps_sink_result ps_sink_flush(ps_sink *s, char *err, size_t errlen) {
   return s->ops->flush(s, err, errlen);
+}
+static inline size_t ps_sink_rejected(ps_sink *s, const size_t **rows, const char *const **reasons) {
+  *rows = NULL;
+  *reasons = NULL;
+  return s->ops->rejected ? s->ops->rejected(s, rows, reasons) : 0;
 }
 static inline void ps_sink_discard(ps_sink *s) { s->ops->discard(s); }
 static inline void ps_sink_destroy(ps_sink *s) {

@@ -6,7 +6,21 @@
  * handle owned by the sink. DateTime values go as epoch seconds, which every
  * ClickHouse release parses the same way whatever the server's time zone.
  * A failed insert is classified from ClickHouse's exception code: data it
- * cannot parse is DROP, everything else (network, overload, server down) RETRY.
+ * cannot parse is bad data, everything else (network, overload, server down)
+ * RETRY.
+ *
+ * One bad row must not take its batch down with it. An insert of n rows is
+ * atomic (one block: n is far below max_insert_block_size), so when it is
+ * refused as bad data the sink bisects: each half is inserted on its own, a
+ * refused half is split again, until the refused rows are single; those are
+ * reported through rejected() and everything else is stored. When the left
+ * half of a refused range goes in, the right half is known bad and is split
+ * without being sent whole. That costs at most about 2·log2(n) requests per
+ * bad row (2n - 1 if every row is bad). Each row's offset in the TSV buffer is kept
+ * as it is written, so a half is a slice of the buffer, not a copy. If a RETRY
+ * error interrupts the bisection, the rows already inserted (and the ones
+ * already refused) are cut out of the buffer before flush answers RETRY, so
+ * the next flush sends only what is left and nothing lands twice.
  */
 #include <curl/curl.h>
 #include <pthread.h>
@@ -24,11 +38,22 @@ typedef struct {
   ps_clickhouse_options opt;
   char *url, *database, *user, *password;
   CURL *curl;
-  ps_buf rows;
+  ps_buf rows;         /* TSV of the rows not stored yet */
   size_t nrows;
+  size_t *off;         /* off[i]: where pending row i starts in rows; off[nrows] == rows.len */
+  size_t *idx;         /* idx[i]: pending row i's index in the batch */
+  unsigned char *done; /* during a flush: 0 not yet, 1 inserted, 2 refused */
+  size_t cap;          /* of idx and done; off has cap + 1 */
+  size_t next_idx;     /* batch index of the next row written */
+  size_t *rej;         /* refused rows of the batch: batch indices, ascending */
+  char **rej_reason;
+  size_t nrej, rej_cap;
+  int reported;        /* the last flush answered DROP: rej is its report until the next call */
   char *insert_url;
   ps_buf reply;
 } ps__ch_sink;
+
+static ps_log_ratelimit ps__bisect_rl;
 
 static pthread_once_t ps__curl_once = PTHREAD_ONCE_INIT;
 static void ps__curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -159,9 +184,41 @@ static void ps__tsv_string(ps_buf *b, const char *s, size_t n) {
   ps_buf_append(b, s + start, n - start);
 }
 
+static void ps__clear_rejected(ps__ch_sink *s) {
+  for (size_t i = 0; i < s->nrej; i++)
+    free(s->rej_reason[i]);
+  s->nrej = 0;
+  s->reported = 0;
+}
+
+/* Forgets the batch; what rejected() reports is left alone. */
+static void ps__clear_rows(ps__ch_sink *s) {
+  ps_buf_reset(&s->rows);
+  s->nrows = 0;
+  s->next_idx = 0;
+  if (s->off)
+    s->off[0] = 0;
+}
+
+/* Called first by every operation that ends the lifetime of a DROP's report. */
+static void ps__new_call(ps__ch_sink *s) {
+  if (s->reported)
+    ps__clear_rejected(s);
+}
+
 static void ps__ch_write(ps_sink *bs, const ps_value *row) {
   ps__ch_sink *s = (ps__ch_sink *)bs;
   const ps_table *t = bs->table;
+  ps__new_call(s);
+  if (s->nrows == s->cap) {
+    s->cap = s->cap ? s->cap * 2 : 64;
+    s->off = realloc(s->off, (s->cap + 1) * sizeof *s->off);
+    s->idx = realloc(s->idx, s->cap * sizeof *s->idx);
+    s->done = realloc(s->done, s->cap);
+    if (!s->off || !s->idx || !s->done)
+      abort();
+  }
+  s->off[s->nrows] = s->rows.len;
   for (size_t i = 0; i < t->ncols; i++) {
     if (i)
       ps_buf_putc(&s->rows, '\t');
@@ -183,25 +240,144 @@ static void ps__ch_write(ps_sink *bs, const ps_value *row) {
     }
   }
   ps_buf_putc(&s->rows, '\n');
+  s->idx[s->nrows] = s->next_idx++;
   s->nrows++;
+  s->off[s->nrows] = s->rows.len;
 }
 
 static size_t ps__ch_pending(ps_sink *bs) { return ((ps__ch_sink *)bs)->nrows; }
 
 static void ps__ch_discard(ps_sink *bs) {
   ps__ch_sink *s = (ps__ch_sink *)bs;
-  ps_buf_reset(&s->rows);
-  s->nrows = 0;
+  ps__clear_rows(s);
+  ps__clear_rejected(s);
+}
+
+static size_t ps__ch_rejected(ps_sink *bs, const size_t **rows, const char *const **reasons) {
+  ps__ch_sink *s = (ps__ch_sink *)bs;
+  if (!s->reported)
+    return 0;
+  *rows = s->rej;
+  *reasons = (const char *const *)s->rej_reason;
+  return s->nrej;
+}
+
+/* Records pending row i as refused for reason. Bisection goes left to right,
+   so batch indices arrive in ascending order. */
+static void ps__reject(ps__ch_sink *s, size_t i, const char *reason) {
+  if (s->nrej == s->rej_cap) {
+    s->rej_cap = s->rej_cap ? s->rej_cap * 2 : 8;
+    s->rej = realloc(s->rej, s->rej_cap * sizeof *s->rej);
+    s->rej_reason = realloc(s->rej_reason, s->rej_cap * sizeof *s->rej_reason);
+    if (!s->rej || !s->rej_reason)
+      abort();
+  }
+  s->rej[s->nrej] = s->idx[i];
+  s->rej_reason[s->nrej] = strdup(reason);
+  if (!s->rej_reason[s->nrej])
+    abort();
+  s->nrej++;
+  s->done[i] = 2;
+}
+
+static ps_sink_result ps__insert_range(ps__ch_sink *s, size_t lo, size_t hi, char *err, size_t errlen) {
+  return ps__post(s, s->insert_url, s->rows.data + s->off[lo], s->off[hi] - s->off[lo], err, errlen);
+}
+
+/*
+ * Rows [lo, hi) were refused together as bad data (with reason `why`): inserts
+ * each half on its own, splitting refused halves again. Returns OK once every
+ * row of the range is inserted or refused, or RETRY (with err) as soon as an
+ * insert fails for another reason; done[] says what happened to each row.
+ */
+static ps_sink_result ps__bisect(ps__ch_sink *s, size_t lo, size_t hi, const char *why, char *err,
+                                 size_t errlen) {
+  if (hi - lo == 1) {
+    ps__reject(s, lo, why);
+    return PS_SINK_OK;
+  }
+  size_t mid = lo + (hi - lo) / 2;
+  size_t part[3] = {lo, mid, hi};
+  int left_ok = 0;
+  for (int h = 0; h < 2; h++) {
+    char msg[512];
+    ps_sink_result r;
+    if (h == 1 && left_ok) { /* the whole was refused and its left half went in: the right half is bad */
+      snprintf(msg, sizeof msg, "%s", why);
+      r = PS_SINK_DROP;
+    } else {
+      r = ps__insert_range(s, part[h], part[h + 1], msg, sizeof msg);
+    }
+    left_ok = h == 0 && r == PS_SINK_OK;
+    if (r == PS_SINK_OK) {
+      memset(s->done + part[h], 1, part[h + 1] - part[h]);
+    } else if (r == PS_SINK_DROP) {
+      if (ps__bisect(s, part[h], part[h + 1], msg, err, errlen) == PS_SINK_RETRY)
+        return PS_SINK_RETRY;
+    } else {
+      snprintf(err, errlen, "%s", msg);
+      return PS_SINK_RETRY;
+    }
+  }
+  return PS_SINK_OK;
+}
+
+/* Cuts the inserted and refused rows out of the pending buffer. */
+static void ps__compact(ps__ch_sink *s) {
+  size_t w = 0, wpos = 0;
+  for (size_t i = 0; i < s->nrows; i++) {
+    if (s->done[i])
+      continue;
+    size_t len = s->off[i + 1] - s->off[i];
+    if (wpos != s->off[i])
+      memmove(s->rows.data + wpos, s->rows.data + s->off[i], len);
+    s->off[w] = wpos;
+    s->idx[w] = s->idx[i];
+    wpos += len;
+    w++;
+  }
+  s->nrows = w;
+  s->off[w] = wpos;
+  s->rows.len = wpos;
+  if (s->rows.data)
+    s->rows.data[wpos] = '\0';
 }
 
 static ps_sink_result ps__ch_flush(ps_sink *bs, char *err, size_t errlen) {
   ps__ch_sink *s = (ps__ch_sink *)bs;
-  if (!s->nrows)
+  ps__new_call(s);
+  ps_sink_result r = PS_SINK_OK;
+  if (s->nrows) {
+    char msg[512];
+    r = ps__insert_range(s, 0, s->nrows, msg, sizeof msg);
+    if (r == PS_SINK_RETRY) {
+      snprintf(err, errlen, "%s", msg);
+      return PS_SINK_RETRY;
+    }
+    if (r == PS_SINK_DROP) {
+      long long sup;
+      if (ps_log_ratelimit_ok(&ps__bisect_rl, 5000, &sup)) {
+        char n[32], sp[32];
+        snprintf(n, sizeof n, "%zu", s->nrows);
+        snprintf(sp, sizeof sp, "%lld", sup);
+        ps_warn("clickhouse: insert refused as bad data; isolating the bad rows", "table", bs->table->name,
+                "rows", n, "error", msg, "suppressed", sp);
+      }
+      memset(s->done, 0, s->nrows);
+      r = ps__bisect(s, 0, s->nrows, msg, err, errlen);
+      if (r == PS_SINK_RETRY) {
+        ps__compact(s);
+        return PS_SINK_RETRY;
+      }
+    }
+  }
+  /* Every row of the batch is now stored or refused. */
+  ps__clear_rows(s);
+  if (!s->nrej)
     return PS_SINK_OK;
-  ps_sink_result r = ps__post(s, s->insert_url, s->rows.data, s->rows.len, err, errlen);
-  if (r != PS_SINK_RETRY)
-    ps__ch_discard(bs);
-  return r;
+  snprintf(err, errlen, "%zu row(s) refused; first: %s", s->nrej, s->rej_reason[0]);
+  s->reported = 1;
+  return PS_SINK_DROP;
 }
 
 static void ps__ch_destroy(ps_sink *bs) {
@@ -210,6 +386,12 @@ static void ps__ch_destroy(ps_sink *bs) {
     return;
   if (s->curl)
     curl_easy_cleanup(s->curl);
+  ps__clear_rejected(s);
+  free(s->rej);
+  free(s->rej_reason);
+  free(s->off);
+  free(s->idx);
+  free(s->done);
   ps_buf_free(&s->rows);
   ps_buf_free(&s->reply);
   free(s->insert_url);
@@ -221,7 +403,14 @@ static void ps__ch_destroy(ps_sink *bs) {
 }
 
 static const ps_sink_ops ps__ch_ops = {
-    "clickhouse", ps__ch_open, ps__ch_write, ps__ch_pending, ps__ch_flush, ps__ch_discard, ps__ch_destroy,
+    .name = "clickhouse",
+    .open = ps__ch_open,
+    .write = ps__ch_write,
+    .pending = ps__ch_pending,
+    .flush = ps__ch_flush,
+    .rejected = ps__ch_rejected,
+    .discard = ps__ch_discard,
+    .destroy = ps__ch_destroy,
 };
 
 ps_sink *ps_sink_clickhouse_create(const ps_clickhouse_options *opt, const ps_table *table) {
