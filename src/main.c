@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "broker/ps_broker.h"
+#include "config/ps_topology_config.h"
 #include "consume/ps_consumer.h"
 #include "core/ps_config.h"
 #include "core/ps_error.h"
@@ -56,6 +57,8 @@ static void ps__usage(FILE *out) {
           "commands:\n"
           "  serve             run the gateway; configuration comes from the environment\n"
           "                    and the dotenv file for ENV (see `penstock config --markdown`)\n"
+          "  check-config [FILE]  validate a topology file (default: $PENSTOCK_CONFIG, else the\n"
+          "                    built-in one) and print it resolved; exit 2 with file:line: reason\n"
           "  config            print the effective configuration (secrets redacted)\n"
           "  config --markdown print the configuration reference\n"
           "  version           print the version\n"
@@ -244,6 +247,8 @@ int main(int argc, char **argv) {
     }
     return ps__serve();
   }
+  if (strcmp(cmd, "check-config") == 0)
+    return ps_topology_config_check_main(argc - 1, argv + 1);
   if (strcmp(cmd, "config") == 0) {
     if (argc > 2 && strcmp(argv[2], "--markdown") == 0) {
       ps_config_print_reference(stdout);

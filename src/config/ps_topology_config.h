@@ -13,6 +13,26 @@
  * ps_topology_config_free releases it. ps_topology_config_default() is the
  * built-in configuration (the original service's consumers) used when
  * PENSTOCK_CONFIG is not set.
+ *
+ * config/penstock.example.yaml documents every key. What the parse result holds
+ * beyond what the file says, all resolved here so that users of the struct see
+ * only plain arrays:
+ *   - `${NAME:-default}` gives default when NAME is unset or empty; `$${` is a
+ *     literal `${`. Expansion applies to every value (not to keys).
+ *   - event_exchange (topic) and dead_letter_exchange (direct), both durable,
+ *     are added at the front of `exchanges` unless declared there.
+ *   - A binding without `exchange` binds to event_exchange.
+ *   - A queue with `dead_letter: true` gets the arguments
+ *     x-dead-letter-exchange: <dead_letter_exchange> and
+ *     x-dead-letter-routing-key: <queue>, a durable queue "<queue>.error" right
+ *     after it in `queues`, and the binding (<queue>.error, dead_letter_exchange,
+ *     <queue>) after the file's bindings: the original service's pattern.
+ *   - A consumer with `enabled: false` is checked, then left out of `consumers`
+ *     (its name goes to `disabled`); a queue that only disabled consumers read is
+ *     then left out too, with the "<queue>.error" queue its dead_letter: true
+ *     added and all their bindings,
+ *     so nothing piles up in a queue no one reads. (It does not delete what an
+ *     earlier run declared on the broker.)
  */
 #ifndef PS_TOPOLOGY_CONFIG_H
 #define PS_TOPOLOGY_CONFIG_H
@@ -110,8 +130,10 @@ typedef struct ps_topology_config {
   size_t nbindings;
   ps_clickhouse_conn_conf *clickhouse;
   size_t nclickhouse;
-  ps_consumer_conf *consumers;
+  ps_consumer_conf *consumers;  /* enabled ones only */
   size_t nconsumers;
+  char **disabled;              /* names of the consumers with enabled: false */
+  size_t ndisabled;
 } ps_topology_config;
 
 /**
@@ -134,7 +156,27 @@ void ps_topology_config_free(ps_topology_config *cfg);
 /** The topology part, as the broker declares it (borrows from cfg). */
 ps_topology ps_topology_config_topology(const ps_topology_config *cfg);
 
-/** Prints the resolved configuration as YAML (secrets redacted), for `penstock check-config`. */
+/**
+ * Prints the resolved configuration as YAML (secrets redacted), for `penstock check-config`:
+ * every default filled in, the expansions above done, `${` written as `$${`. The output parses
+ * back to an equal configuration, except that each secret (ClickHouse passwords, the password
+ * in a URL, values of headers whose name contains auth, key, token, secret, password, cookie,
+ * signature or credential) reads "(redacted)".
+ */
 void ps_topology_config_print(const ps_topology_config *cfg, FILE *out);
+
+/**
+ * `penstock check-config [FILE]`: argv[0] is the subcommand, argv[1] the file (default:
+ * $PENSTOCK_CONFIG, else the built-in configuration). Prints the resolved configuration to
+ * stdout and returns 0, or prints "penstock: FILE:LINE: reason" to stderr and returns 2.
+ */
+int ps_topology_config_check_main(int argc, char **argv);
+
+/**
+ * The i-th key the parser knows (NULL past the last), and in *section (if not NULL) where it
+ * goes, e.g. "consumers[].sink". Lists the known queue arguments under "queues[].arguments".
+ * For the test that holds the example configuration to documenting every key.
+ */
+const char *ps_topology_config_key(size_t i, const char **section);
 
 #endif
