@@ -32,6 +32,7 @@
 #include "core/ps_error.h"
 #include "core/ps_log.h"
 #include "sink/ps_sink.h"
+#include "sink/ps_sink_rejects.h"
 
 typedef struct {
   ps_sink base;
@@ -45,10 +46,7 @@ typedef struct {
   unsigned char *done; /* during a flush: 0 not yet, 1 inserted, 2 refused */
   size_t cap;          /* of idx and done; off has cap + 1 */
   size_t next_idx;     /* batch index of the next row written */
-  size_t *rej;         /* refused rows of the batch: batch indices, ascending */
-  char **rej_reason;
-  size_t nrej, rej_cap;
-  int reported;        /* the last flush answered DROP: rej is its report until the next call */
+  ps_sink_rejects rej; /* refused rows of the batch */
   char *insert_url;
   ps_buf reply;
 } ps__ch_sink;
@@ -184,13 +182,6 @@ static void ps__tsv_string(ps_buf *b, const char *s, size_t n) {
   ps_buf_append(b, s + start, n - start);
 }
 
-static void ps__clear_rejected(ps__ch_sink *s) {
-  for (size_t i = 0; i < s->nrej; i++)
-    free(s->rej_reason[i]);
-  s->nrej = 0;
-  s->reported = 0;
-}
-
 /* Forgets the batch; what rejected() reports is left alone. */
 static void ps__clear_rows(ps__ch_sink *s) {
   ps_buf_reset(&s->rows);
@@ -202,8 +193,8 @@ static void ps__clear_rows(ps__ch_sink *s) {
 
 /* Called first by every operation that ends the lifetime of a DROP's report. */
 static void ps__new_call(ps__ch_sink *s) {
-  if (s->reported)
-    ps__clear_rejected(s);
+  if (s->rej.reported)
+    ps_sink_rejects_clear(&s->rej);
 }
 
 static void ps__ch_write(ps_sink *bs, const ps_value *row) {
@@ -250,33 +241,17 @@ static size_t ps__ch_pending(ps_sink *bs) { return ((ps__ch_sink *)bs)->nrows; }
 static void ps__ch_discard(ps_sink *bs) {
   ps__ch_sink *s = (ps__ch_sink *)bs;
   ps__clear_rows(s);
-  ps__clear_rejected(s);
+  ps_sink_rejects_clear(&s->rej);
 }
 
 static size_t ps__ch_rejected(ps_sink *bs, const size_t **rows, const char *const **reasons) {
-  ps__ch_sink *s = (ps__ch_sink *)bs;
-  if (!s->reported)
-    return 0;
-  *rows = s->rej;
-  *reasons = (const char *const *)s->rej_reason;
-  return s->nrej;
+  return ps_sink_rejects_report(&((ps__ch_sink *)bs)->rej, rows, reasons);
 }
 
 /* Records pending row i as refused for reason. Bisection goes left to right,
    so batch indices arrive in ascending order. */
 static void ps__reject(ps__ch_sink *s, size_t i, const char *reason) {
-  if (s->nrej == s->rej_cap) {
-    s->rej_cap = s->rej_cap ? s->rej_cap * 2 : 8;
-    s->rej = realloc(s->rej, s->rej_cap * sizeof *s->rej);
-    s->rej_reason = realloc(s->rej_reason, s->rej_cap * sizeof *s->rej_reason);
-    if (!s->rej || !s->rej_reason)
-      abort();
-  }
-  s->rej[s->nrej] = s->idx[i];
-  s->rej_reason[s->nrej] = strdup(reason);
-  if (!s->rej_reason[s->nrej])
-    abort();
-  s->nrej++;
+  ps_sink_rejects_add(&s->rej, s->idx[i], reason);
   s->done[i] = 2;
 }
 
@@ -373,11 +348,7 @@ static ps_sink_result ps__ch_flush(ps_sink *bs, char *err, size_t errlen) {
   }
   /* Every row of the batch is now stored or refused. */
   ps__clear_rows(s);
-  if (!s->nrej)
-    return PS_SINK_OK;
-  snprintf(err, errlen, "%zu row(s) refused; first: %s", s->nrej, s->rej_reason[0]);
-  s->reported = 1;
-  return PS_SINK_DROP;
+  return ps_sink_rejects_finish(&s->rej, err, errlen);
 }
 
 static void ps__ch_destroy(ps_sink *bs) {
@@ -386,9 +357,7 @@ static void ps__ch_destroy(ps_sink *bs) {
     return;
   if (s->curl)
     curl_easy_cleanup(s->curl);
-  ps__clear_rejected(s);
-  free(s->rej);
-  free(s->rej_reason);
+  ps_sink_rejects_free(&s->rej);
   free(s->off);
   free(s->idx);
   free(s->done);

@@ -39,6 +39,7 @@
 #include "core/ps_log.h"
 #include "queue/ps_queue.h"
 #include "sink/ps_sink.h"
+#include "sink/ps_sink_rejects.h"
 
 enum { PS__ROW_PENDING, PS__ROW_STORED, PS__ROW_REFUSED };
 enum { PS__SLOT_IDLE, PS__SLOT_RUNNING, PS__SLOT_WAITING };
@@ -70,11 +71,7 @@ typedef struct {
   size_t *off;
   unsigned char *state;
   size_t n, cap, npending;
-  /* Refused rows of the batch, in index order once reported. */
-  size_t *rej;
-  char **rej_reason;
-  size_t nrej, rej_cap;
-  int reported;
+  ps_sink_rejects rej; /* refused rows of the batch */
   unsigned seed;
   ps_log_ratelimit rl_retry, rl_refused, rl_giveup;
 } ps__http_sink;
@@ -171,13 +168,6 @@ static void ps__render(ps__http_sink *s, const ps_value *row) {
 
 /* ---- the batch ---------------------------------------------------------------- */
 
-static void ps__clear_rejected(ps__http_sink *s) {
-  for (size_t i = 0; i < s->nrej; i++)
-    free(s->rej_reason[i]);
-  s->nrej = 0;
-  s->reported = 0;
-}
-
 static void ps__clear_rows(ps__http_sink *s) {
   ps_buf_reset(&s->json);
   s->n = 0;
@@ -187,8 +177,8 @@ static void ps__clear_rows(ps__http_sink *s) {
 }
 
 static void ps__new_call(ps__http_sink *s) {
-  if (s->reported)
-    ps__clear_rejected(s);
+  if (s->rej.reported)
+    ps_sink_rejects_clear(&s->rej);
 }
 
 static void ps__http_write(ps_sink *bs, const ps_value *row) {
@@ -220,48 +210,17 @@ static void ps__http_discard(ps_sink *bs) {
     s->slots[i].nrows = 0;
   }
   ps__clear_rows(s);
-  ps__clear_rejected(s);
+  ps_sink_rejects_clear(&s->rej);
 }
 
 static size_t ps__http_rejected(ps_sink *bs, const size_t **rows, const char *const **reasons) {
-  ps__http_sink *s = (ps__http_sink *)bs;
-  if (!s->reported)
-    return 0;
-  *rows = s->rej;
-  *reasons = (const char *const *)s->rej_reason;
-  return s->nrej;
+  return ps_sink_rejects_report(&((ps__http_sink *)bs)->rej, rows, reasons);
 }
 
 static void ps__refuse(ps__http_sink *s, size_t row, const char *reason) {
-  if (s->nrej == s->rej_cap) {
-    s->rej_cap = s->rej_cap ? s->rej_cap * 2 : 8;
-    s->rej = realloc(s->rej, s->rej_cap * sizeof *s->rej);
-    s->rej_reason = realloc(s->rej_reason, s->rej_cap * sizeof *s->rej_reason);
-    if (!s->rej || !s->rej_reason)
-      abort();
-  }
-  s->rej[s->nrej] = row;
-  s->rej_reason[s->nrej] = strdup(reason);
-  if (!s->rej_reason[s->nrej])
-    abort();
-  s->nrej++;
+  ps_sink_rejects_add(&s->rej, row, reason);
   s->state[row] = PS__ROW_REFUSED;
   s->npending--;
-}
-
-/* Requests complete out of order: the report lists rows in index order. */
-static void ps__sort_rejected(ps__http_sink *s) {
-  for (size_t i = 1; i < s->nrej; i++) {
-    size_t r = s->rej[i];
-    char *why = s->rej_reason[i];
-    size_t j = i;
-    for (; j > 0 && s->rej[j - 1] > r; j--) {
-      s->rej[j] = s->rej[j - 1];
-      s->rej_reason[j] = s->rej_reason[j - 1];
-    }
-    s->rej[j] = r;
-    s->rej_reason[j] = why;
-  }
 }
 
 /* ---- one request -------------------------------------------------------------- */
@@ -478,12 +437,7 @@ static ps_sink_result ps__http_flush(ps_sink *bs, char *err, size_t errlen) {
     return PS_SINK_RETRY;
   }
   ps__clear_rows(s);
-  if (!s->nrej)
-    return PS_SINK_OK;
-  ps__sort_rejected(s);
-  snprintf(err, errlen, "%zu row(s) refused; first: %s", s->nrej, s->rej_reason[0]);
-  s->reported = 1;
-  return PS_SINK_DROP;
+  return ps_sink_rejects_finish(&s->rej, err, errlen);
 }
 
 /* ---- life cycle --------------------------------------------------------------- */
@@ -514,9 +468,7 @@ static void ps__http_destroy(ps_sink *bs) {
   if (s->multi)
     curl_multi_cleanup(s->multi);
   curl_slist_free_all(s->headers);
-  ps__clear_rejected(s);
-  free(s->rej);
-  free(s->rej_reason);
+  ps_sink_rejects_free(&s->rej);
   ps_buf_free(&s->json);
   free(s->off);
   free(s->state);
