@@ -220,6 +220,15 @@ static void ps__amqp_release(ps_broker_conn *bc, ps_delivery *d) {
   }
 }
 
+/* A NUL-terminated copy of a property into dst (truncated to fit), "" when absent. */
+static const char *ps__cstr(char *dst, size_t cap, amqp_bytes_t b, int present) {
+  size_t n = present ? (b.len < cap - 1 ? b.len : cap - 1) : 0;
+  if (n)
+    memcpy(dst, b.bytes, n);
+  dst[n] = '\0';
+  return dst;
+}
+
 static int ps__amqp_next(ps_broker_conn *bc, ps_delivery *d, int timeout_ms) {
   ps__amqp_conn *c = (ps__amqp_conn *)bc;
   ps__amqp_release(bc, d);
@@ -234,20 +243,10 @@ static int ps__amqp_next(ps_broker_conn *bc, ps_delivery *d, int timeout_ms) {
     d->routing_key = c->env.routing_key.bytes;
     d->routing_key_len = c->env.routing_key.len;
     d->timestamp = (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) ? (int64_t)p->timestamp : 0;
-    c->content_type[0] = '\0';
-    if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) {
-      size_t n = p->content_type.len < sizeof c->content_type - 1 ? p->content_type.len : sizeof c->content_type - 1;
-      memcpy(c->content_type, p->content_type.bytes, n);
-      c->content_type[n] = '\0';
-    }
-    d->content_type = c->content_type;
-    c->message_id[0] = '\0';
-    if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
-      size_t n = p->message_id.len < sizeof c->message_id - 1 ? p->message_id.len : sizeof c->message_id - 1;
-      memcpy(c->message_id, p->message_id.bytes, n);
-      c->message_id[n] = '\0';
-    }
-    d->message_id = c->message_id;
+    d->content_type = ps__cstr(c->content_type, sizeof c->content_type, p->content_type,
+                               p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG);
+    d->message_id = ps__cstr(c->message_id, sizeof c->message_id, p->message_id,
+                             p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG);
     d->delivery_count = 0;
     if (p->_flags & AMQP_BASIC_HEADERS_FLAG)
       for (int i = 0; i < p->headers.num_entries; i++) {

@@ -33,6 +33,15 @@ typedef struct ps_dead_letter {
   size_t len;
 } ps_dead_letter;
 
+/** Room for the headers of one dead letter; lives as long as the message built in it. */
+typedef struct ps_dead_letter_headers {
+  ps_broker_arg args[6];
+  char when[32];
+} ps_dead_letter_headers;
+
+/** Builds the message for dl in *m; m borrows from dl and h. */
+void ps_dead_letter_message(const ps_dead_letter *dl, ps_dead_letter_headers *h, ps_message *m);
+
 /** Publishes dl on c. Returns 0 or the broker's error (PS_ECONN: reconnect, retry). */
 int ps_dead_letter_publish(ps_broker_conn *c, const ps_dead_letter *dl);
 

@@ -48,23 +48,12 @@ struct ps_dispatch {
   pthread_t waiter;
 };
 
-static void ps__reply_success(const ps_batch *b, char *out, size_t outlen) {
-  if (!b->n_skipped) {
+static void ps__reply_success(const ps_batch *b, size_t unknown, char *out, size_t outlen) {
+  if (!b->n_skipped)
     snprintf(out, outlen, "%u events accepted", (unsigned)b->n_events);
-    return;
-  }
-  size_t unknown = 0, nopayload = 0;
-  for (size_t i = 0; i < b->msg->n_events; i++) {
-    const Event__Event *ev = b->msg->events[i];
-    if (ps_event_type_name(ev))
-      continue;
-    if (strcmp(ps_event_skip_reason(ev), "unknown event type") == 0)
-      unknown++;
-    else
-      nopayload++;
-  }
-  snprintf(out, outlen, "%u events accepted; %u skipped (%zu with no payload, %zu of an unknown event type)",
-           (unsigned)b->n_events, (unsigned)b->n_skipped, nopayload, unknown);
+  else
+    snprintf(out, outlen, "%u events accepted; %u skipped (%zu with no payload, %zu of an unknown event type)",
+             (unsigned)b->n_events, (unsigned)b->n_skipped, (size_t)b->n_skipped - unknown, unknown);
 }
 
 /* Answers an accepted batch. The batch itself is the workers' now (it may
@@ -195,19 +184,18 @@ size_t ps_dispatch_parked(ps_dispatch *d) {
   return n;
 }
 
-static void ps__log_skipped(const ps_batch *b) {
-  for (size_t i = 0; i < b->msg->n_events; i++) {
-    const Event__Event *ev = b->msg->events[i];
-    if (ps_event_type_name(ev))
-      continue;
-    const char *reason = ps_event_skip_reason(ev);
-    if (strcmp(reason, "unknown event type") == 0)
-      PS_COUNT(events_skipped_unknown_type, 1);
-    else
-      PS_COUNT(events_skipped_no_payload, 1);
-    ps_warn("event skipped: it has no type", "event_id", ev->id, "reason", reason, "session_id",
-            b->msg->header->sessionid);
-  }
+/* Counts and logs the event at index i, which has no type; returns 1 if its type is unknown (vs no payload). */
+static int ps__skip(const ps_batch *b, size_t i) {
+  const Event__Event *ev = b->msg->events[i];
+  const char *reason = ps_event_skip_reason(ev);
+  int unknown = strcmp(reason, "unknown event type") == 0;
+  if (unknown)
+    PS_COUNT(events_skipped_unknown_type, 1);
+  else
+    PS_COUNT(events_skipped_no_payload, 1);
+  ps_warn("event skipped: it has no type", "event_id", ev->id, "reason", reason, "session_id",
+          b->msg->header->sessionid);
+  return unknown;
 }
 
 void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
@@ -258,17 +246,18 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
   b->msg = msg;
   b->received_unix = (int64_t)time(NULL);
   b->n_events = b->n_skipped = 0;
+  size_t unknown = 0;
   for (size_t i = 0; i < msg->n_events; i++) {
-    if (ps_event_type_name(msg->events[i]))
+    if (ps_event_type_name(msg->events[i])) {
       b->n_events++;
-    else
+    } else {
       b->n_skipped++;
+      unknown += (size_t)ps__skip(b, i);
+    }
   }
-  if (b->n_skipped)
-    ps__log_skipped(b);
 
   char reply[160];
-  ps__reply_success(b, reply, sizeof reply);
+  ps__reply_success(b, unknown, reply, sizeof reply);
 
   pthread_mutex_lock(&d->mu);
   int parked_before = d->head != NULL;

@@ -114,22 +114,12 @@ static void ps__dead_letter_skipped(ps__worker *w, ps_batch *b, Event__Event **s
   snprintf(why, sizeof why, "skipped at dispatch: %s", reason);
   ps_dead_letter dl = {r->opt.dead_letter_exchange, r->opt.skipped_key, why, "", "dispatch", "", NULL,
                        "application/x-protobuf", w->body.data, len};
-  for (int attempt = 0;; attempt++) {
-    if (!w->conn && ps_broker_connect(r->broker, &w->conn) != 0)
-      w->conn = NULL;
-    else if (w->conn && ps_dead_letter_publish(w->conn, &dl) == 0)
-      return;
-    if (w->conn) {
-      PS_COUNT(broker_connections_publisher, -1);
-      ps_broker_close(w->conn);
-      w->conn = NULL;
-    }
-    if (ps__past_give_up(r)) {
-      PS_COUNT(publish_given_up_events_total, n);
-      ps_error("router: skipped events not dead-lettered: shutdown deadline passed with the broker unreachable");
-      return;
-    }
-    ps_backoff_sleep(attempt, 100, 5000, &r->give_up_ns, NULL);
+  ps_dead_letter_headers h;
+  ps_message m;
+  ps_dead_letter_message(&dl, &h, &m);
+  if (ps__publish(w, &m) != 0) {
+    PS_COUNT(publish_given_up_events_total, n);
+    ps_error("router: skipped events not dead-lettered: shutdown deadline passed with the broker unreachable");
   }
 }
 

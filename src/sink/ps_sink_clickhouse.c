@@ -191,16 +191,10 @@ static void ps__clear_rows(ps__ch_sink *s) {
     s->off[0] = 0;
 }
 
-/* Called first by every operation that ends the lifetime of a DROP's report. */
-static void ps__new_call(ps__ch_sink *s) {
-  if (s->rej.reported)
-    ps_sink_rejects_clear(&s->rej);
-}
-
 static void ps__ch_write(ps_sink *bs, const ps_value *row) {
   ps__ch_sink *s = (ps__ch_sink *)bs;
   const ps_table *t = bs->table;
-  ps__new_call(s);
+  ps_sink_rejects_expire(&s->rej);
   if (s->nrows == s->cap) {
     s->cap = s->cap ? s->cap * 2 : 64;
     s->off = realloc(s->off, (s->cap + 1) * sizeof *s->off);
@@ -320,7 +314,7 @@ static void ps__compact(ps__ch_sink *s) {
 
 static ps_sink_result ps__ch_flush(ps_sink *bs, char *err, size_t errlen) {
   ps__ch_sink *s = (ps__ch_sink *)bs;
-  ps__new_call(s);
+  ps_sink_rejects_expire(&s->rej);
   ps_sink_result r = PS_SINK_OK;
   if (s->nrows) {
     char msg[512];

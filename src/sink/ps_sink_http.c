@@ -176,14 +176,9 @@ static void ps__clear_rows(ps__http_sink *s) {
     s->off[0] = 0;
 }
 
-static void ps__new_call(ps__http_sink *s) {
-  if (s->rej.reported)
-    ps_sink_rejects_clear(&s->rej);
-}
-
 static void ps__http_write(ps_sink *bs, const ps_value *row) {
   ps__http_sink *s = (ps__http_sink *)bs;
-  ps__new_call(s);
+  ps_sink_rejects_expire(&s->rej);
   if (s->n == s->cap) {
     s->cap = s->cap ? s->cap * 2 : 64;
     s->off = realloc(s->off, (s->cap + 1) * sizeof *s->off);
@@ -344,7 +339,7 @@ static void ps__log_limited(ps_log_ratelimit *rl, ps_log_level lvl, const char *
 
 static ps_sink_result ps__http_flush(ps_sink *bs, char *err, size_t errlen) {
   ps__http_sink *s = (ps__http_sink *)bs;
-  ps__new_call(s);
+  ps_sink_rejects_expire(&s->rej);
   size_t cursor = 0;
   int giving_up = 0;
   char last_err[512] = "";

@@ -32,6 +32,12 @@ size_t ps_sink_rejects_report(const ps_sink_rejects *r, const size_t **rows, con
 /** Forgets the rows (the report's lifetime is over). */
 void ps_sink_rejects_clear(ps_sink_rejects *r);
 
+/** Called first by every sink operation after a flush: a DROP's report lives until then. */
+static inline void ps_sink_rejects_expire(ps_sink_rejects *r) {
+  if (r->reported)
+    ps_sink_rejects_clear(r);
+}
+
 /** Frees everything. */
 void ps_sink_rejects_free(ps_sink_rejects *r);
 

@@ -158,21 +158,36 @@ static fh_reply retry_after_script(fake_http *fh, const fh_req *r, size_t n) {
   return (fh_reply){200, "ok", NULL, 0};
 }
 
-PS_TEST(test_retry_after_seconds) {
+/* Flushes one row against a 429 carrying Retry-After: value, then 200; *gap_ms is the wait between the two
+   requests. Returns 0, or -1 (after recording the failure) if the flush or the request count was wrong. */
+static int retry_after_gap(const char *value, int retry_max_ms, int64_t *gap_ms) {
   fake_http fh;
-  PS_CHECK(fh_start(&fh, 0, retry_after_script, (void *)"1") == 0);
+  if (fh_start(&fh, 0, retry_after_script, (void *)value) != 0) {
+    ps_test__fail(__FILE__, __LINE__, "fake server did not start");
+    return -1;
+  }
   ps_sink_conf c = conf_for(fh.port);
   c.retry_base_ms = 10;
-  c.retry_max_ms = 5000;
+  c.retry_max_ms = retry_max_ms;
   ps_sink *s = ps_sink_http_create(&c, &table);
   write_row(s, "r0");
   char err[256];
-  PS_CHECK_INT_EQ(ps_sink_flush(s, err, sizeof err), PS_SINK_OK);
-  PS_CHECK_INT_EQ(fh_count(&fh), 2);
-  int64_t gap = (fh.req[1].at_ns - fh.req[0].at_ns) / 1000000;
-  PS_CHECK_MSG(gap >= 1000 && gap < 2500, "gap %lld ms", (long long)gap);
+  int rc = 0;
+  if (ps_sink_flush(s, err, sizeof err) != PS_SINK_OK || fh_count(&fh) != 2) {
+    ps_test__fail(__FILE__, __LINE__, "Retry-After %s: flush %s, %zu requests", value, err, fh_count(&fh));
+    rc = -1;
+  } else {
+    *gap_ms = (fh.req[1].at_ns - fh.req[0].at_ns) / 1000000;
+  }
   ps_sink_destroy(s);
   fh_stop(&fh);
+  return rc;
+}
+
+PS_TEST(test_retry_after_seconds) {
+  int64_t gap;
+  PS_CHECK(retry_after_gap("1", 5000, &gap) == 0);
+  PS_CHECK_MSG(gap >= 1000 && gap < 2500, "gap %lld ms", (long long)gap);
 }
 
 PS_TEST(test_retry_after_http_date) {
@@ -181,36 +196,15 @@ PS_TEST(test_retry_after_http_date) {
   struct tm tm;
   gmtime_r(&at, &tm);
   strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  fake_http fh;
-  PS_CHECK(fh_start(&fh, 0, retry_after_script, date) == 0);
-  ps_sink_conf c = conf_for(fh.port);
-  c.retry_base_ms = 10;
-  c.retry_max_ms = 5000;
-  ps_sink *s = ps_sink_http_create(&c, &table);
-  write_row(s, "r0");
-  char err[256];
-  PS_CHECK_INT_EQ(ps_sink_flush(s, err, sizeof err), PS_SINK_OK);
-  PS_CHECK_INT_EQ(fh_count(&fh), 2);
-  int64_t gap = (fh.req[1].at_ns - fh.req[0].at_ns) / 1000000;
+  int64_t gap;
+  PS_CHECK(retry_after_gap(date, 5000, &gap) == 0);
   PS_CHECK_MSG(gap >= 900 && gap < 3500, "gap %lld ms", (long long)gap);
-  ps_sink_destroy(s);
-  fh_stop(&fh);
 }
 
 PS_TEST(test_retry_after_capped_by_retry_max) {
-  fake_http fh;
-  PS_CHECK(fh_start(&fh, 0, retry_after_script, (void *)"3600") == 0);
-  ps_sink_conf c = conf_for(fh.port);
-  c.retry_base_ms = 10;
-  c.retry_max_ms = 300;
-  ps_sink *s = ps_sink_http_create(&c, &table);
-  write_row(s, "r0");
-  char err[256];
-  PS_CHECK_INT_EQ(ps_sink_flush(s, err, sizeof err), PS_SINK_OK);
-  int64_t gap = (fh.req[1].at_ns - fh.req[0].at_ns) / 1000000;
+  int64_t gap;
+  PS_CHECK(retry_after_gap("3600", 300, &gap) == 0);
   PS_CHECK_MSG(gap >= 250 && gap < 1000, "gap %lld ms", (long long)gap);
-  ps_sink_destroy(s);
-  fh_stop(&fh);
 }
 
 /* 400 for bodies holding BAD, 200 for the rest. */
