@@ -2,14 +2,15 @@
 #
 #   make                 build/penstock (optimised, with debug info)
 #   make deps            install the Debian packages that building and testing need (root)
-#   make run             install, build, start local RabbitMQ + ClickHouse, run the gateway
+#   make run             install what is missing, build, run the gateway embedded (no RabbitMQ, no ClickHouse)
+#   make run-external    the same against a RabbitMQ and a ClickHouse started on loopback
 #   make test            unit tests, sanitizer builds of them, integration tests on real servers
 #   make test-unit       unit tests only
 #   make SAN=address     a build tree with ASan+UBSan (build-asan/); SAN=thread for TSan (build-tsan/)
 #
 # Every library comes through pkg-config; protobuf code is generated at build time by protoc-c.
 
-PKGS      := grpc gpr libprotobuf-c librabbitmq libcurl jansson libmicrohttpd libsystemd yaml-0.1
+PKGS      := grpc gpr libprotobuf-c librabbitmq libcurl jansson libmicrohttpd libsystemd yaml-0.1 sqlite3
 CC        ?= cc
 SAN       ?=
 ifeq ($(SAN),address)
@@ -51,7 +52,7 @@ UNIT_HELPERS := $(BUILD)/tests/unit/ps_test.o
 # Keep objects that only a test binary needs (make would delete them as intermediates).
 .SECONDARY:
 
-.PHONY: all deps run test test-unit test-sanitize test-integration clean unit-bins
+.PHONY: all deps run run-external test test-unit test-sanitize test-integration clean unit-bins
 all: $(BUILD)/penstock
 
 $(BUILD)/gen/eventservice.pb-c.c $(BUILD)/gen/eventservice.pb-c.h &: proto/eventservice.proto
@@ -109,10 +110,15 @@ unit-bins: $(UNIT_BIN) $(BUILD)/penstock
 deps:
 	scripts/install-deps
 
-run: 
+run:
 	scripts/install-deps
 	$(MAKE) all
 	scripts/run-local
+
+run-external:
+	scripts/install-deps
+	$(MAKE) all
+	scripts/run-local --external
 
 # The unit tests, in this build tree.
 test-unit: unit-bins

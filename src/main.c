@@ -2,6 +2,7 @@
  * penstock: an event-ingestion gateway.
  *
  *   penstock serve      run the gateway (configuration from the environment)
+ *   penstock send       send events to a server of the contract
  *   penstock version    print the version
  *   penstock config     print the configuration reference (--markdown) or the
  *                       effective configuration
@@ -24,7 +25,8 @@
 
 #include "broker/ps_broker.h"
 #include "config/ps_topology_config.h"
-#include "consume/ps_consumer.h"
+#include "cli/ps_send.h"
+#include "consume/ps_fleet.h"
 #include "core/ps_config.h"
 #include "core/ps_error.h"
 #include "core/ps_log.h"
@@ -44,8 +46,6 @@
 #define PENSTOCK_VERSION "0.1.0"
 #endif
 
-#define PS_EVENTS_QUEUE "grpc_clickhouse_event_q"
-#define PS_ERROR_EXCHANGE "grpc_event_error.dx"
 #define PS_SKIPPED_QUEUE "grpc_event_skipped.error"
 
 enum { PS_EXIT_OK = 0, PS_EXIT_FAIL = 1, PS_EXIT_USAGE = 2 };
@@ -57,6 +57,8 @@ static void ps__usage(FILE *out) {
           "commands:\n"
           "  serve             run the gateway; configuration comes from the environment\n"
           "                    and the dotenv file for ENV (see `penstock config --markdown`)\n"
+          "  send [--addr HOST:PORT] (--demo N | --file F)\n"
+          "                    send events to a server of the contract (see penstock send --help)\n"
           "  check-config [FILE]  validate a topology file (default: $PENSTOCK_CONFIG, else the\n"
           "                    built-in one) and print it resolved; exit 2 with file:line: reason\n"
           "  config            print the effective configuration (secrets redacted)\n"
@@ -64,13 +66,6 @@ static void ps__usage(FILE *out) {
           "  version           print the version\n"
           "\n"
           "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error\n");
-}
-
-static ps_sink *ps__make_sink(void *ud) {
-  const ps_config *cfg = ud;
-  ps_clickhouse_options o = {cfg->clickhouse_url, cfg->clickhouse_db, cfg->clickhouse_user,
-                             cfg->clickhouse_password, cfg->clickhouse_timeout_ms};
-  return ps_sink_clickhouse_create(&o, &ps_events_table);
 }
 
 static double ps__g_queue_depth(void *ud) { return (double)ps_queue_len(ud); }
@@ -92,9 +87,13 @@ static int ps__wait_for_signal(const sigset_t *sigs) {
   }
 }
 
-static ps_decoder *ps__make_decoder(void *ud) {
-  (void)ud;
-  return ps_decoder_events_create();
+/* The topology file: PENSTOCK_CONFIG, else the built-in one. 0, or PS_ECONFIG with err. */
+static int ps__load_topology(const ps_config *cfg, ps_topology_config *tc, char *err, size_t errlen) {
+  const char *path = cfg->topology_path;
+  if (*path)
+    return ps_topology_config_load(path, tc, err, errlen);
+  const char *text = ps_topology_config_default();
+  return ps_topology_config_parse("(built-in)", text, strlen(text), tc, err, errlen);
 }
 
 static int ps__serve(void) {
@@ -121,43 +120,72 @@ static int ps__serve(void) {
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  /* The original service's topology for the event path: its queue dead-letters into <queue>.error. */
-  static const ps_broker_arg q_args[] = {
-      {"x-dead-letter-exchange", PS_ERROR_EXCHANGE, 0},
-      {"x-dead-letter-routing-key", PS_EVENTS_QUEUE, 0},
-  };
-  ps_exchange_decl exchanges[] = {{cfg.event_exchange, "topic", 1}, {PS_ERROR_EXCHANGE, "direct", 1}};
-  ps_queue_decl queues[] = {{PS_EVENTS_QUEUE, 1, q_args, 2},
-                            {PS_EVENTS_QUEUE ".error", 1, NULL, 0},
-                            {PS_SKIPPED_QUEUE, 1, NULL, 0}};
-  ps_binding_decl bindings[] = {{PS_EVENTS_QUEUE, cfg.event_exchange, "#"},
-                                {PS_EVENTS_QUEUE ".error", PS_ERROR_EXCHANGE, PS_EVENTS_QUEUE},
-                                {PS_SKIPPED_QUEUE, PS_ERROR_EXCHANGE, PS_SKIPPED_QUEUE}};
-  ps_topology topo = {exchanges, 2, queues, 3, bindings, 3};
-
-  ps_broker *broker = NULL;
-  if (ps_broker_amqp_create(cfg.rabbitmq_url, &topo, &broker, err, sizeof err) != 0) {
-    fprintf(stderr, "penstock: configuration error: %s\n", err);
+  /* The topology file, plus the queue that keeps the events dispatch could not route. */
+  ps_topology_config tc;
+  if (ps__load_topology(&cfg, &tc, err, sizeof err) != 0) {
+    fprintf(stderr, "penstock: %s\n", err);
+    ps_topology_config_free(&tc);
     ps_config_free(&cfg);
     return PS_EXIT_USAGE;
   }
-  ps_info("penstock starting", "version", PENSTOCK_VERSION, "env", cfg.env, "broker", broker->display,
-          "clickhouse", cfg.clickhouse_url, "database", cfg.clickhouse_db);
+  ps_topology topo = ps_topology_config_topology(&tc);
+  ps_queue_decl *queues = calloc(topo.nqueues + 1, sizeof *queues);
+  ps_binding_decl *bindings = calloc(topo.nbindings + 1, sizeof *bindings);
+  if (!queues || !bindings)
+    abort();
+  memcpy(queues, topo.queues, topo.nqueues * sizeof *queues);
+  memcpy(bindings, topo.bindings, topo.nbindings * sizeof *bindings);
+  queues[topo.nqueues++] = (ps_queue_decl){PS_SKIPPED_QUEUE, 1, NULL, 0};
+  bindings[topo.nbindings++] = (ps_binding_decl){PS_SKIPPED_QUEUE, tc.dead_letter_exchange, PS_SKIPPED_QUEUE};
+  topo.queues = queues;
+  topo.bindings = bindings;
 
-  /* Create the landing table now if ClickHouse is there; consumers retry otherwise. */
-  ps_sink *table_sink = ps__make_sink(&cfg);
-  if (ps_sink_open(table_sink, err, sizeof err) != 0)
-    ps_warn("clickhouse: cannot create the landing table yet; consumers will retry", "error", err);
-  ps_sink_destroy(table_sink);
+  /* Embedded: an in-process broker and an SQLite store under DATA_DIR; external: RabbitMQ and ClickHouse. */
+  ps_broker *broker = NULL;
+  char store[4096] = "";
+  int brc;
+  if (cfg.embedded) {
+    ps_broker_mem_options bo = {cfg.data_dir, 0, 0};
+    brc = ps_broker_mem_create(&topo, &bo, &broker, err, sizeof err);
+    snprintf(store, sizeof store, "%s/penstock.db", cfg.data_dir);
+  } else {
+    brc = ps_broker_amqp_create(cfg.rabbitmq_url, &topo, &broker, err, sizeof err);
+  }
+  if (brc != 0) {
+    fprintf(stderr, "penstock: %s%s\n", brc == PS_ECONFIG ? "configuration error: " : "", err);
+    ps_topology_config_free(&tc);
+    free(queues);
+    free(bindings);
+    ps_config_free(&cfg);
+    return brc == PS_ECONFIG ? PS_EXIT_USAGE : PS_EXIT_FAIL;
+  }
+  ps_info("penstock starting", "version", PENSTOCK_VERSION, "env", cfg.env, "mode",
+          cfg.embedded ? "embedded" : "external", "broker", broker->display, "store",
+          cfg.embedded ? store : cfg.clickhouse_url, "topology", tc.source);
+  /* Declare the topology before serving, so that its queues exist when health says SERVING (every
+     connection declares it again; this one only goes first). Not fatal: the broker may come later. */
+  ps_broker_conn *first = NULL;
+  if (ps_broker_connect(broker, &first) == 0)
+    ps_broker_close(first);
+  else
+    ps_warn("broker: cannot declare the topology yet; every connection retries", "broker", broker->display);
+
+  /* CONSUMERS_PER_QUEUE=0 makes an ingest-only instance: the topology is declared, nothing consumed. */
+  ps_fleet_options fo = {&tc, broker, cfg.consumers_per_queue == 0 ? 0 : -1, cfg.embedded ? store : NULL};
+  ps_fleet *fleet = NULL;
+  if (ps_fleet_start(&fo, &fleet, err, sizeof err) != 0) {
+    fprintf(stderr, "penstock: configuration error: %s\n", err);
+    ps_broker_destroy(broker);
+    ps_topology_config_free(&tc);
+    free(queues);
+    free(bindings);
+    ps_config_free(&cfg);
+    return PS_EXIT_USAGE;
+  }
 
   ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);
-  ps_router_options ro = {cfg.worker_pool_size, cfg.event_exchange, PS_ERROR_EXCHANGE, PS_SKIPPED_QUEUE};
+  ps_router_options ro = {cfg.worker_pool_size, tc.event_exchange, tc.dead_letter_exchange, PS_SKIPPED_QUEUE};
   ps_router *router = ps_router_start(&ro, q, broker);
-  ps_consumer_options co = {PS_EVENTS_QUEUE,          ps_events_table.name,  cfg.consumers_per_queue,
-                            cfg.consumer_prefetch,    cfg.clickhouse_batch_rows, cfg.clickhouse_flush_ms,
-                            "clickhouse-events",      PS_ERROR_EXCHANGE,     5};
-  ps_consumer_factory cf = {ps__make_decoder, ps__make_sink, &cfg};
-  ps_consumer_group *consumers = cfg.consumers_per_queue > 0 ? ps_consumers_start(&co, broker, &cf) : NULL;
 
   ps_dispatch *dispatch = ps_dispatch_create(q, cfg.dispatch_timeout_ms);
   ps_metrics_gauge_fn("penstock_queue_depth", "", "batches in the queue between dispatch and the workers",
@@ -167,7 +195,16 @@ static int ps__serve(void) {
   ps_metrics_gauge_fn("penstock_dispatch_parked_calls", "", "dispatch calls waiting for room in the queue",
                       ps__g_parked, dispatch);
   ps_metrics_counter("penstock_build_info", "version=\"" PENSTOCK_VERSION "\"", "build information", 1)->v = 1;
-  ps_probe_options po = {broker, cfg.clickhouse_url, cfg.clickhouse_user, cfg.clickhouse_password, q, 1000};
+  const ps_clickhouse_conn_conf *const *chs;
+  size_t nch = ps_fleet_clickhouse(fleet, &chs);
+  ps_probe_clickhouse pch[PS_PROBE_MAX_CLICKHOUSE];
+  int interval_ms = 1000;
+  for (size_t i = 0; i < nch && i < PS_PROBE_MAX_CLICKHOUSE; i++) {
+    pch[i] = (ps_probe_clickhouse){chs[i]->name, chs[i]->url, chs[i]->user, chs[i]->password};
+    if (chs[i]->health_check_ms > 0 && chs[i]->health_check_ms < interval_ms)
+      interval_ms = chs[i]->health_check_ms;
+  }
+  ps_probe_options po = {broker, cfg.embedded ? "broker" : "rabbitmq", pch, nch, q, interval_ms};
   ps_probe *probe = ps_probe_start(&po);
 
   ps_grpc_server_options go = {"0.0.0.0", cfg.port, cfg.grpc_max_recv_bytes, cfg.grpc_threads,
@@ -188,9 +225,9 @@ static int ps__serve(void) {
     snprintf(port, sizeof port, "%d", ps_grpc_server_port(server));
     snprintf(mport, sizeof mport, "%d", cfg.monitor_port);
     snprintf(workers, sizeof workers, "%d", cfg.worker_pool_size);
-    snprintf(consumers_n, sizeof consumers_n, "%d", cfg.consumers_per_queue);
-    ps_info("penstock serving", "grpc_port", port, "monitor_port", mport, "workers", workers, "consumers",
-            consumers_n);
+    snprintf(consumers_n, sizeof consumers_n, "%zu", ps_fleet_groups(fleet));
+    ps_info("penstock serving", "grpc_port", port, "monitor_port", mport, "workers", workers,
+            "consumer_groups", consumers_n);
     sd_notify(0, "READY=1");
 
     int sig = ps__wait_for_signal(&sigs);
@@ -205,13 +242,16 @@ static int ps__serve(void) {
   ps_queue_close(q);
   if (ps_router_stop(router, deadline) != 0)
     exit_code = PS_EXIT_FAIL;
-  ps_consumers_stop(consumers, deadline);
+  ps_fleet_stop(fleet, deadline);
   /* The monitor serves until here, reporting the drain; the gauges it reads die after it. */
   ps_monitor_stop(monitor);
   ps_probe_stop(probe);
   ps_dispatch_destroy(dispatch);
   ps_queue_destroy(q);
   ps_broker_destroy(broker);
+  ps_topology_config_free(&tc);
+  free(queues);
+  free(bindings);
 
   char acc[32], pub[32];
   snprintf(acc, sizeof acc, "%lld", (long long)PS_METRIC_GET(events_accepted_total));
@@ -247,6 +287,8 @@ int main(int argc, char **argv) {
     }
     return ps__serve();
   }
+  if (strcmp(cmd, "send") == 0)
+    return ps_send_main(argc - 1, argv + 1);
   if (strcmp(cmd, "check-config") == 0)
     return ps_topology_config_check_main(argc - 1, argv + 1);
   if (strcmp(cmd, "config") == 0) {

@@ -121,6 +121,31 @@ struct ps_broker_conn {
 int ps_broker_amqp_create(const char *url, const ps_topology *topology, ps_broker **out,
                           char *err, size_t errlen);
 
+/**
+ * Options of the in-process broker (embedded mode: no RabbitMQ). Zeroes give
+ * the defaults. See the DESIGN comment of src/broker/ps_broker_mem.c for what
+ * it keeps of RabbitMQ's semantics and what durability costs.
+ */
+typedef struct ps_broker_mem_options {
+  const char *data_dir;      /* durable messages are kept in data_dir/broker.db (SQLite); NULL: memory only */
+  size_t queue_max_messages; /* per-queue bound when the queue has no x-max-length (default 100000 if 0) */
+  int publish_wait_ms;       /* a publish to a full queue waits this long for room, then fails PS_EAGAIN (default 1000 if 0) */
+} ps_broker_mem_options;
+
+/**
+ * Creates an in-process broker with topology (borrowed for its life): topic,
+ * direct and fanout exchanges, bounded FIFO queues, per-connection prefetch,
+ * acks, requeue and dead-lettering as RabbitMQ does them. With opt->data_dir,
+ * persistent messages of durable queues survive a restart (they come back
+ * redelivered); data_dir is created if missing and may be used by one broker
+ * at a time. opt may be NULL (memory only, defaults). Returns 0 and *out, or a
+ * PS_E* code with the reason in err: PS_ECONFIG (a binding names an unknown
+ * queue or exchange, a bad argument), PS_EIO (data_dir or broker.db unusable,
+ * or in use by another broker). ps_broker_destroy frees it.
+ */
+int ps_broker_mem_create(const ps_topology *topology, const ps_broker_mem_options *opt, ps_broker **out,
+                         char *err, size_t errlen);
+
 static inline int ps_broker_connect(ps_broker *b, ps_broker_conn **out) { return b->ops->connect(b, out); }
 static inline int ps_broker_publish(ps_broker_conn *c, const ps_message *m) { return c->ops->publish(c, m); }
 static inline int ps_broker_consume(ps_broker_conn *c, const char *queue, int prefetch, const char *tag) {

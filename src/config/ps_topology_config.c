@@ -707,7 +707,7 @@ static const ps__key ps__consumer_keys[] = {
     {"name", PS__T_STR, PS__C(name), NULL, 0, 0, PS__F_NULL, NULL, NULL},
     {"queue", PS__T_STR, PS__C(queue), NULL, 0, 0, PS__F_REQ | PS__F_SHORT, NULL, NULL},
     {"enabled", PS__T_BOOL, PS__CS(enabled), "true", 0, 0, PS__F_SIDE, NULL, NULL},
-    {"count", PS__T_INT, PS__C(count), "2", 1, 256, 0, NULL, NULL},
+    {"count", PS__T_INT, PS__C(count), "2", 0, 256, 0, NULL, NULL},
     {"prefetch", PS__T_INT, PS__C(prefetch), "1000", 1, 65535, 0, NULL, NULL},
     {"max_redeliveries", PS__T_INT, PS__C(max_redeliveries), "5", 0, 10000, 0, NULL, NULL},
     {"dead_letter_exchange", PS__T_STR, PS__C(dead_letter_exchange), NULL, 0, 0, PS__F_NULL | PS__F_SHORT,

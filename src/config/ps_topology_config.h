@@ -94,7 +94,7 @@ typedef struct ps_sink_conf {
   int batch_max;       /* default 100 */
   int timeout_ms;      /* default 10000 */
   int concurrency;     /* requests in flight per consumer, default 4 */
-  int max_retries;     /* retries of a retryable failure before dead-lettering, default 10 */
+  int max_retries;     /* retries of a retryable failure within one flush (then RETRY), default 10 */
   int retry_base_ms;   /* backoff base, default 200 */
   int retry_max_ms;    /* backoff cap, default 30000 */
 } ps_sink_conf;

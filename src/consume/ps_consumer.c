@@ -8,6 +8,12 @@
  * time-based flushes happen on time even when the queue is idle. Stopping:
  * the flag is set; each thread flushes and acks what it holds (retrying until
  * the deadline), closes its connection and exits.
+ *
+ * Buffered groups (opt.buffered) share one ps_sinker instead: each consumer's
+ * sink is a staging sink whose rows go, message by message, into the
+ * sinker's bounded buffer; the consumer polls its completions (at least every
+ * 50 ms while it has messages in flight) and acknowledges, in delivery order,
+ * the messages whose rows are stored, dead-lettering those refused.
  */
 #include "consume/ps_consumer.h"
 
@@ -16,8 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "consume/ps_deadletter.h"
+#include "consume/ps_sinker.h"
 #include "core/ps_backoff.h"
 #include "core/ps_buf.h"
 #include "core/ps_error.h"
@@ -34,6 +42,7 @@ typedef struct ps__consumer {
   ps_sink *sink;
   int sink_open;       /* the sink's table is known to exist */
   int connected_before;
+  uint64_t gen;        /* buffered: bumped at each reconnection (see ps_sinker.h) */
   uint64_t last_tag;   /* newest delivery whose rows are in the sink */
   size_t pending_msgs; /* deliveries waiting for the next flush */
   int64_t oldest_ns;
@@ -44,6 +53,9 @@ typedef struct ps__consumer {
     uint64_t tag;
     size_t first_row, nrows;
     size_t off, len, rk_len, id_len, ct_len; /* in `copies`: body, routing key, message id, content type */
+    int state;      /* buffered: 0 in the sinker, 1 stored, 2 refused (reason, row) */
+    size_t row;
+    char *reason;
   } *pending;
   size_t npending, cap_pending;
   size_t batch_rows; /* rows written into the current batch so far */
@@ -65,11 +77,16 @@ struct ps_consumer_group {
   ps_broker *broker;
   ps_consumer_factory factory;
   ps__consumer *consumers;
+  ps_sinker *sinker; /* buffered groups */
   _Atomic int stop;
   _Atomic int64_t deadline_ns;
 };
 
 static void ps__pending_clear(ps__consumer *c) {
+  for (size_t k = 0; k < c->npending; k++) {
+    free(c->pending[k].reason);
+    c->pending[k].reason = NULL;
+  }
   c->npending = 0;
   c->batch_rows = 0;
   ps_buf_reset(&c->copies);
@@ -84,6 +101,8 @@ static void ps__drop_conn(ps__consumer *c) {
     PS_COUNT(broker_connections_consumer, -1);
   ps_broker_close(c->conn);
   c->conn = NULL;
+  if (c->g->sinker) /* what it pushed under the old connection was requeued */
+    ps_sinker_reset(c->g->sinker, c->id, ++c->gen);
 }
 
 static int ps__connect(ps__consumer *c) {
@@ -110,6 +129,28 @@ static size_t ps__rejected_rows(ps__consumer *c) {
   return ps_sink_rejected(c->sink, &rows, &reasons);
 }
 
+/* Dead-letters pending message pm, refused by the sink (row: its first refused row, or -1). 0 or PS_ECONN. */
+static int ps__dead_letter_pending(ps__consumer *c, const struct ps__pending *pm, long long row, const char *why) {
+  ps_consumer_group *g = c->g;
+  const char *base = c->copies.data + pm->off;
+  char rk[256], id[256], ct[128], reason[700];
+  snprintf(rk, sizeof rk, "%.*s", (int)pm->rk_len, base + pm->len);
+  snprintf(id, sizeof id, "%.*s", (int)pm->id_len, base + pm->len + pm->rk_len);
+  snprintf(ct, sizeof ct, "%.*s", (int)pm->ct_len, base + pm->len + pm->rk_len + pm->id_len);
+  if (row >= 0)
+    snprintf(reason, sizeof reason, "rejected by sink (row %lld of the message): %s", row, why);
+  else
+    snprintf(reason, sizeof reason, "rejected by sink: %s", why);
+  ps_dead_letter dl = {g->opt.dead_letter_exchange, g->opt.queue, reason, g->opt.queue,
+                       g->opt.name ? g->opt.name : g->opt.queue, rk, id, ct, base, pm->len};
+  if (ps_dead_letter_publish(c->conn, &dl) != 0)
+    return PS_ECONN;
+  ps_counter_add(g->m_dead_rejected, 1);
+  ps_error("consumer: sink refused a message's rows; dead-lettered", "queue", g->opt.queue, "message_id", id,
+           "reason", reason);
+  return 0;
+}
+
 /*
  * After a DROP: dead-letters every pending message that has a refused row
  * (whole: its other rows are stored, and a replay would only duplicate them,
@@ -117,7 +158,6 @@ static size_t ps__rejected_rows(ps__consumer *c) {
  * names no rows refused the whole batch. Returns 0, or PS_ECONN.
  */
 static int ps__dead_letter_rejected(ps__consumer *c, const char *batch_err) {
-  ps_consumer_group *g = c->g;
   const size_t *rows;
   const char *const *reasons;
   size_t nr = ps_sink_rejected(c->sink, &rows, &reasons);
@@ -147,29 +187,9 @@ static int ps__dead_letter_rejected(ps__consumer *c, const char *batch_err) {
     }
   }
   int rc = 0;
-  for (size_t k = 0; k < c->npending && rc == 0; k++) {
-    if (!marked[k])
-      continue;
-    const struct ps__pending *pm = &c->pending[k];
-    const char *base = c->copies.data + pm->off;
-    char rk[256], id[256], ct[128], reason[700];
-    snprintf(rk, sizeof rk, "%.*s", (int)pm->rk_len, base + pm->len);
-    snprintf(id, sizeof id, "%.*s", (int)pm->id_len, base + pm->len + pm->rk_len);
-    snprintf(ct, sizeof ct, "%.*s", (int)pm->ct_len, base + pm->len + pm->rk_len + pm->id_len);
-    if (nr)
-      snprintf(reason, sizeof reason, "rejected by sink (row %zu of the message): %s", which[k], why[k]);
-    else
-      snprintf(reason, sizeof reason, "rejected by sink: %s", why[k]);
-    ps_dead_letter dl = {g->opt.dead_letter_exchange, g->opt.queue, reason, g->opt.queue,
-                         g->opt.name ? g->opt.name : g->opt.queue, rk, id, ct, base, pm->len};
-    if (ps_dead_letter_publish(c->conn, &dl) != 0) {
-      rc = PS_ECONN;
-      break;
-    }
-    ps_counter_add(g->m_dead_rejected, 1);
-    ps_error("consumer: sink refused a message's rows; dead-lettered", "queue", g->opt.queue, "message_id", id,
-             "reason", reason);
-  }
+  for (size_t k = 0; k < c->npending && rc == 0; k++)
+    if (marked[k])
+      rc = ps__dead_letter_pending(c, &c->pending[k], nr ? (long long)which[k] : -1, why[k]);
   free(marked);
   free(why);
   free(which);
@@ -314,9 +334,77 @@ static void ps__handle(ps__consumer *c, const ps_delivery *d) {
   ps_buf_append(&c->copies, d->routing_key, d->routing_key_len);
   ps_buf_append(&c->copies, d->message_id, pm->id_len);
   ps_buf_append(&c->copies, d->content_type, pm->ct_len);
+  pm->state = 0;
+  pm->row = 0;
+  pm->reason = NULL;
+  if (g->sinker) {
+    if (ps_sinker_push(g->sinker, c->id, c->gen, d->tag, c->sink, &g->stop) != 0) {
+      /* Stopping while the buffer is full: leave it unacknowledged, it returns to the queue. */
+      c->npending--;
+      ps_sink_discard(c->sink);
+      ps__drop_conn(c);
+    }
+    return;
+  }
   c->last_tag = d->tag;
   if (!c->pending_msgs++)
     c->oldest_ns = ps_now_ns();
+}
+
+/*
+ * Buffered: takes the sinker's completions, then acknowledges the longest run
+ * of settled messages at the head (dead-lettering the refused ones first) and
+ * forgets them. Drops the connection if the broker fails.
+ */
+static void ps__settle(ps__consumer *c) {
+  ps_consumer_group *g = c->g;
+  ps_sinker_done done[32];
+  size_t n, from = 0;
+  while ((n = ps_sinker_take(g->sinker, c->id, done, sizeof done / sizeof done[0])) > 0) {
+    for (size_t i = 0; i < n; i++) {
+      if (done[i].gen != c->gen)
+        continue;
+      while (from < c->npending && c->pending[from].tag != done[i].tag)
+        from++;
+      if (from == c->npending)
+        break; /* cannot happen: completions come in push order */
+      struct ps__pending *pm = &c->pending[from];
+      pm->state = done[i].rejected ? 2 : 1;
+      if (done[i].rejected) {
+        pm->row = done[i].row;
+        pm->reason = strdup(done[i].reason);
+        if (!pm->reason)
+          abort();
+      }
+    }
+  }
+  size_t k = 0;
+  while (k < c->npending && c->pending[k].state) {
+    struct ps__pending *pm = &c->pending[k];
+    if (pm->state == 2 && ps__dead_letter_pending(c, pm, (long long)pm->row, pm->reason) != 0) {
+      ps__drop_conn(c);
+      return;
+    }
+    k++;
+  }
+  if (!k)
+    return;
+  if (ps_broker_ack(c->conn, c->pending[k - 1].tag, 1) != 0) {
+    ps_warn("consumer: ack failed after insert; messages will be redelivered", "queue", g->opt.queue);
+    ps__drop_conn(c);
+    return;
+  }
+  /* Forget them: shift the rest (bounded by prefetch) to the front. */
+  size_t base = k < c->npending ? c->pending[k].off : c->copies.len;
+  for (size_t j = 0; j < k; j++)
+    free(c->pending[j].reason);
+  memmove(c->pending, c->pending + k, (c->npending - k) * sizeof *c->pending);
+  c->npending -= k;
+  for (size_t j = 0; j < c->npending; j++)
+    c->pending[j].off -= base;
+  memmove(c->copies.data, c->copies.data + base, c->copies.len - base);
+  c->copies.len -= base;
+  c->copies.data[c->copies.len] = '\0';
 }
 
 /*
@@ -334,7 +422,7 @@ static void *ps__consumer_main(void *arg) {
   snprintf(name, sizeof name, "ps-consumer-%d", c->id);
   pthread_setname_np(pthread_self(), name);
   c->dec = g->factory.decoder(g->factory.ud);
-  c->sink = g->factory.sink(g->factory.ud);
+  c->sink = g->sinker ? ps_sinker_stage(g->sinker) : g->factory.sink(g->factory.ud);
   int attempt = 0;
   const int64_t flush_ns = (int64_t)g->opt.flush_ms * 1000000;
   for (;;) {
@@ -351,7 +439,14 @@ static void *ps__consumer_main(void *arg) {
       c->connected_before = 1;
       attempt = 0;
     }
+    if (g->sinker) {
+      ps__settle(c);
+      if (!c->conn)
+        continue;
+    }
     int wait_ms = stopping ? PS__DRAIN_IDLE_MS : 200;
+    if (g->sinker && c->npending)
+      wait_ms = 50;
     if (c->pending_msgs && !stopping) {
       int64_t left = c->oldest_ns + flush_ns - ps_now_ns();
       wait_ms = left <= 0 ? 0 : (int)(left / 1000000) + 1;
@@ -371,6 +466,17 @@ static void *ps__consumer_main(void *arg) {
     if (!c->conn)
       continue;
     int drained = stopping && rc == PS_ETIMEDOUT;
+    if (drained && g->sinker) {
+      /* The sinker inserts at once while stopping: wait for what is ours, ack it. */
+      while (c->conn && c->npending && ps_now_ns() < atomic_load(&g->deadline_ns)) {
+        ps__settle(c);
+        if (c->conn && c->npending) {
+          struct timespec ts = {0, 20 * 1000000};
+          nanosleep(&ts, NULL);
+        }
+      }
+      break;
+    }
     if (c->pending_msgs && (drained || ps_sink_pending(c->sink) >= (size_t)g->opt.batch_rows ||
                             ps_now_ns() - c->oldest_ns >= flush_ns)) {
       if (ps__flush(c) != 0)
@@ -379,7 +485,10 @@ static void *ps__consumer_main(void *arg) {
     if (drained)
       break;
   }
-  if (c->conn && ps__flush(c) != 0)
+  if (c->conn && g->sinker && c->npending)
+    ps_warn("consumer: stopped before its last messages landed; they return to the queue", "queue",
+            g->opt.queue);
+  if (c->conn && !g->sinker && ps__flush(c) != 0)
     ps_warn("consumer: stopped before its last batch landed; its messages return to the queue", "queue",
             g->opt.queue);
   if (c->conn)
@@ -425,6 +534,12 @@ ps_consumer_group *ps_consumers_start(const ps_consumer_options *opt, ps_broker 
   static const double rows_bounds[] = {1, 10, 100, 1000, 5000, 10000, 50000, 100000};
   g->m_ins_rows = ps_metrics_histogram("penstock_insert_rows", ld, "rows per successful sink flush", rows_bounds,
                                        sizeof rows_bounds / sizeof rows_bounds[0]);
+  if (opt->buffered) {
+    ps_sinker_options so = {opt->queue,       opt->count,     opt->buffer_rows, opt->batch_rows, opt->flush_ms,
+                            g->m_rows,        g->m_ins_ok,    g->m_ins_retry,   g->m_ins_drop,   g->m_ins_seconds,
+                            g->m_ins_rows};
+    g->sinker = ps_sinker_start(&so, factory->sink(factory->ud));
+  }
   g->consumers = calloc((size_t)(opt->count > 0 ? opt->count : 1), sizeof *g->consumers);
   for (int i = 0; i < opt->count; i++) {
     g->consumers[i].g = g;
@@ -440,8 +555,11 @@ void ps_consumers_stop(ps_consumer_group *g, int64_t deadline_ns) {
     return;
   atomic_store(&g->deadline_ns, deadline_ns);
   atomic_store(&g->stop, 1);
+  if (g->sinker)
+    ps_sinker_hurry(g->sinker, deadline_ns);
   for (int i = 0; i < g->opt.count; i++)
     pthread_join(g->consumers[i].thread, NULL);
+  ps_sinker_stop(g->sinker, deadline_ns);
   free(g->consumers);
   free(g);
 }

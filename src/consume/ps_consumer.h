@@ -39,6 +39,17 @@ typedef struct ps_consumer_options {
   const char *name;                 /* for logs and dead-letter headers; NULL: the queue */
   const char *dead_letter_exchange; /* dead letters go there, routing key = the queue */
   int max_redeliveries;             /* a message delivered more often than this is dead-lettered */
+  /*
+   * Buffered (the original's "buffered sinker"): the queue's consumers push
+   * decoded rows into one bounded buffer of buffer_rows rows, drained by a
+   * sinker thread that owns the group's one sink and flushes at batch_rows
+   * rows or when the oldest row is flush_ms old, and at shutdown. Each
+   * delivery is acknowledged, by the consumer that took it, only after the
+   * insert holding its rows succeeded. 0: direct (each consumer flushes its own
+   * sink).
+   */
+  int buffered;
+  int buffer_rows;
 } ps_consumer_options;
 
 /** Starts the consumers. broker and factory->ud are borrowed until stop. */

@@ -31,27 +31,33 @@ static const ps_setting ps__settings[] = {
     {"EVENT_WORKER_POOL_SIZE", PS_SETTING_INT, OFF(worker_pool_size), NULL, 1, 1024, 0,
      "Publishing workers, each with its own AMQP connection. Default: the number of cores."},
     {"EVENT_EXCHANGE", PS_SETTING_STRING, OFF(event_exchange), "grpc_event.tx", 0, 0, 0,
-     "Durable topic exchange that events are published to, routing key = event type name."},
+     "Durable topic exchange that events are published to, routing key = event type name (the built-in topology's event_exchange)."},
+    {"PENSTOCK_MODE", PS_SETTING_STRING, OFF(mode), "auto", 0, 0, 0,
+     "embedded (an in-process broker and an SQLite store under DATA_DIR: no RabbitMQ, no ClickHouse), external (RabbitMQ and ClickHouse), or auto: embedded when neither RABBITMQ_URL nor CLICKHOUSE_URL is set."},
+    {"DATA_DIR", PS_SETTING_STRING, OFF(data_dir), "data", 0, 0, 0,
+     "Embedded mode's directory (created if missing): penstock.db (the tables, SQLite) and broker.db (messages not yet acknowledged)."},
     {"RABBITMQ_URL", PS_SETTING_STRING, OFF(rabbitmq_url), "amqp://guest:guest@127.0.0.1:5672/", 0, 0, PS_SETTING_SECRET,
      "RabbitMQ broker (amqp://user:password@host:port/vhost)."},
     {"CONSUMERS_PER_QUEUE", PS_SETTING_INT, OFF(consumers_per_queue), "2", 0, 256, 0,
-     "Consumers of grpc_clickhouse_event_q, each with its own AMQP connection and ClickHouse session; 0 runs no consumer."},
+     "Consumers of grpc_clickhouse_event_q in the built-in topology, each with its own AMQP connection and ClickHouse session. 0 runs no consumer of any queue (an ingest-only instance; the topology is still declared)."},
     {"CONSUMER_PREFETCH", PS_SETTING_INT, OFF(consumer_prefetch), "2000", 1, 65535, 0,
-     "Unacknowledged messages each consumer may hold; bounds what one insert can batch."},
+     "Unacknowledged messages each consumer of grpc_clickhouse_event_q (built-in topology) may hold; bounds what one insert can batch."},
     {"CLICKHOUSE_URL", PS_SETTING_STRING, OFF(clickhouse_url), "http://127.0.0.1:8123", 0, 0, 0,
-     "ClickHouse HTTP interface."},
+     "ClickHouse HTTP interface (the built-in topology's `default` connection)."},
     {"CLICKHOUSE_DB_NAME", PS_SETTING_STRING, OFF(clickhouse_db), "default", 0, 0, 0,
-     "Database of the landing table `events` (created if missing; the database must exist)."},
+     "Database of the built-in topology's tables (created if missing; the database must exist)."},
     {"CLICKHOUSE_USER", PS_SETTING_STRING, OFF(clickhouse_user), "", 0, 0, 0,
      "ClickHouse user (empty: the server's default user)."},
     {"CLICKHOUSE_PASSWORD", PS_SETTING_STRING, OFF(clickhouse_password), "", 0, 0, PS_SETTING_SECRET,
      "ClickHouse password."},
     {"CLICKHOUSE_BATCH_ROWS", PS_SETTING_INT, OFF(clickhouse_batch_rows), "10000", 1, 10000000, 0,
-     "A consumer inserts once it holds this many rows..."},
+     "A consumer of grpc_clickhouse_event_q (built-in topology) inserts once it holds this many rows..."},
     {"CLICKHOUSE_FLUSH_MS", PS_SETTING_INT, OFF(clickhouse_flush_ms), "1000", 1, 3600000, 0,
      "...or once its oldest pending row is this old, whichever comes first."},
     {"CLICKHOUSE_TIMEOUT_MS", PS_SETTING_INT, OFF(clickhouse_timeout_ms), "30000", 100, 3600000, 0,
      "Timeout of one ClickHouse request."},
+    {"PENSTOCK_CONFIG", PS_SETTING_STRING, OFF(topology_path), "", 0, 0, 0,
+     "Topology file (YAML): exchanges, queues, bindings, ClickHouse connections and consumers; see config/penstock.example.yaml. Empty: the built-in one (config/penstock.default.yaml)."},
     {"SHUTDOWN_TIMEOUT_MS", PS_SETTING_INT, OFF(shutdown_timeout_ms), "30000", 0, 3600000, 0,
      "On SIGTERM/SIGINT: time allowed to finish in-flight calls, publish the queue and flush the consumers."},
     {"LOG_LEVEL", PS_SETTING_STRING, OFF(log_level), "info", 0, 0, 0,
@@ -268,6 +274,16 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
     return ps__fail(err, errlen, "LOG_LEVEL=%s: expected debug, info, warn or error", lv);
   if (strcasecmp(cfg->log_format, "text") && strcasecmp(cfg->log_format, "json"))
     return ps__fail(err, errlen, "LOG_FORMAT=%s: expected text or json", cfg->log_format);
+  if (strcasecmp(cfg->mode, "auto") == 0) {
+    const char *r = getenv("RABBITMQ_URL"), *c = getenv("CLICKHOUSE_URL");
+    cfg->embedded = !(r && *r) && !(c && *c);
+  } else if (strcasecmp(cfg->mode, "embedded") == 0) {
+    cfg->embedded = 1;
+  } else if (strcasecmp(cfg->mode, "external") != 0) {
+    return ps__fail(err, errlen, "PENSTOCK_MODE=%s: expected auto, embedded or external", cfg->mode);
+  }
+  if (cfg->embedded && !*cfg->data_dir)
+    return ps__fail(err, errlen, "DATA_DIR: must not be empty in embedded mode");
   return 0;
 }
 

@@ -24,8 +24,12 @@ typedef struct ps_config {
   int dispatch_timeout_ms;
   int worker_pool_size;
   char *event_exchange;
+  char *mode;              /* PENSTOCK_MODE: auto, embedded, external */
+  char *data_dir;
+  int embedded;            /* resolved from mode (not a setting) */
   char *rabbitmq_url;
   int consumers_per_queue;
+  char *topology_path; /* PENSTOCK_CONFIG; "": the built-in topology */
   int consumer_prefetch;
   char *clickhouse_url;
   char *clickhouse_db;

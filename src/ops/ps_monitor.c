@@ -55,17 +55,18 @@ static enum MHD_Result ps__json_error(struct MHD_Connection *conn, unsigned stat
 }
 
 static enum MHD_Result ps__ready(ps_monitor *m, struct MHD_Connection *conn) {
-  ps_probe_check c[4];
-  int ok = ps_probe_snapshot(m->opt.probe, c);
+  ps_probe_check c[PS_PROBE_MAX_CHECKS];
+  int ok;
+  size_t n = ps_probe_snapshot(m->opt.probe, c, &ok);
   ps_buf b = PS_BUF_INIT;
   ps_buf_printf(&b, "{\"ready\":%s,\"checks\":{", ok ? "true" : "false");
-  for (int i = 0; i < 4; i++) {
+  for (size_t i = 0; i < n; i++) {
     ps_buf_printf(&b, "%s\"%s\":{\"ok\":%s", i ? "," : "", c[i].name, c[i].ok ? "true" : "false");
     if (!c[i].ok) {
       ps_buf_puts(&b, ",\"error\":");
       ps_pbjson_put_string(&b, c[i].error, strlen(c[i].error));
     }
-    if (i == 2)
+    if (strcmp(c[i].name, "queue") == 0)
       ps_buf_printf(&b, ",\"depth\":%zu,\"capacity\":%zu", ps_queue_len(m->opt.queue),
                     ps_queue_capacity(m->opt.queue));
     ps_buf_putc(&b, '}');

@@ -125,6 +125,14 @@ typedef struct ps_sink_conf ps_sink_conf; /* config/ps_topology_config.h */
  */
 ps_sink *ps_sink_http_create(const ps_sink_conf *conf, const ps_table *table);
 
+/**
+ * Creates an SQLite sink (the embedded store) for table (borrowed), writing to
+ * the database file at path (created if missing). Same table names and columns
+ * as ClickHouse; a ReplacingMergeTree engine's ORDER BY columns become a unique
+ * key (INSERT OR REPLACE), so redelivered rows land once. Nothing is opened yet.
+ */
+ps_sink *ps_sink_sqlite_create(const char *path, const ps_table *table);
+
 static inline int ps_sink_open(ps_sink *s, char *err, size_t errlen) { return s->ops->open(s, err, errlen); }
 static inline void ps_sink_write(ps_sink *s, const ps_value *row) { s->ops->write(s, row); }
 static inline size_t ps_sink_pending(ps_sink *s) { return s->ops->pending(s); }

@@ -67,6 +67,7 @@ PENSTOCK_VARS = (
     "CLICKHOUSE_URL", "CLICKHOUSE_DB_NAME", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_BATCH_ROWS",
     "CLICKHOUSE_FLUSH_MS", "CLICKHOUSE_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS", "ENV", "LOG_LEVEL", "LOG_FORMAT",
     "GIN_PORT", "DEBUG", "ACCESS_LOG_PER_SEC", "PENSTOCK_FAILPOINTS",
+    "PENSTOCK_CONFIG", "WEBENGAGE_ENABLED", "WEBENGAGE_URL", "WEBENGAGE_API_KEY",
 )
 # Set by a service manager: a test shell running under systemd must not hand them to a penstock under test.
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
@@ -992,3 +993,171 @@ def unused_event_field_number(start=99):
     while n in used:
         n += 1
     return n
+
+
+# ------------------------------------------------------------ HTTP target
+
+class HttpRequestRecord:
+    """One request an HttpReceiver took: method, path, headers (lower-case names), body, arrival time
+    (time.monotonic()) and the status it was answered with."""
+
+    __slots__ = ("method", "path", "headers", "body", "time", "status")
+
+    def __init__(self, method, path, headers, body, when):
+        self.method, self.path, self.headers, self.body, self.time = method, path, headers, body, when
+        self.status = None
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError as e:
+            raise AssertionError("body of %s %s is not JSON (%s): %r" % (self.method, self.path, e,
+                                                                         self.body[:300])) from None
+
+    def __repr__(self):
+        return "<%s %s -> %s %r>" % (self.method, self.path, self.status, self.body[:120])
+
+
+class HttpReceiver:
+    """A real HTTP server on 127.0.0.1 (http.server.ThreadingHTTPServer, served from a thread) that records
+    every request and answers as scripted.
+
+    answer(status, ...) adds a rule; a request takes the first rule (in the order added) that matches it and
+    has answers left, else 200 with {"ok":true}. Use as a context manager, or close() it.
+    """
+
+    def __init__(self):
+        import http.server
+        self.requests = []
+        self._rules = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as an API behind a load balancer would
+
+            def _read_body(self):
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    out = bytearray()
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return bytes(out)
+                        out += self.rfile.read(size)
+                        self.rfile.readline()
+                n = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(n) if n else b""
+
+            def _handle(self):
+                body = self._read_body()
+                rec = HttpRequestRecord(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                                        body, time.monotonic())
+                status, headers, rbody = receiver._decide(rec)
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(rbody)))
+                self.end_headers()
+                self.wfile.write(rbody)
+
+            do_POST = do_PUT = do_PATCH = do_GET = do_DELETE = _handle
+
+            def log_message(self, fmt, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="pstest-http-receiver", daemon=True)
+        self._thread.start()
+
+    def url(self, path="/"):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def answer(self, status, times=None, match=None, headers=None, body=b""):
+        """Answers `status` (with headers and body) to the requests for which match(record) is true (every
+        request without match): the next `times` of them, or all of them without times."""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        with self._lock:
+            self._rules.append({"status": status, "left": times, "match": match, "headers": headers or {},
+                                "body": body})
+
+    def _decide(self, rec):
+        with self._lock:
+            answer = (200, {}, b'{"ok":true}')
+            for r in self._rules:
+                if r["left"] is not None and r["left"] <= 0:
+                    continue
+                if r["match"] is not None and not r["match"](rec):
+                    continue
+                if r["left"] is not None:
+                    r["left"] -= 1
+                answer = (r["status"], r["headers"], r["body"])
+                break
+            rec.status = answer[0]
+            self.requests.append(rec)
+            return answer
+
+    def snapshot(self, path=None):
+        """The requests taken so far (of one path, if given), in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def ok(self, path=None):
+        """The requests answered 2xx (of one path, if given)."""
+        return [r for r in self.snapshot(path) if 200 <= r.status < 300]
+
+    def wait(self, pred, timeout, what="requests", path=None):
+        """Polls until pred(snapshot(path)) is true; returns the snapshot."""
+        out = []
+
+        def check():
+            out[:] = self.snapshot(path)
+            return pred(out)
+
+        poll(check, timeout, what=what)
+        return out
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ------------------------------------------------------- RabbitMQ, more
+
+def queue_exists(name):
+    """True when the queue is declared on the test broker (a passive declare on a connection of its own)."""
+    conn = amqp_connection()
+    try:
+        conn.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        conn.close()
+
+
+def get_messages(ch, queue, want, timeout=30):
+    """Takes (auto-ack) up to `want` messages from queue with basic_get, waiting up to timeout for them.
+    Returns [(properties, body)]."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        method, props, body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            time.sleep(0.05)
+            continue
+        got.append((props, body))
+    return got

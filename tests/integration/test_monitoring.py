@@ -32,7 +32,7 @@ from pstest import pb
 MAX_RECV = 65536
 MON_QUEUE = 777          # an EVENT_BUFFERED_CHANNEL_SIZE no default would give
 MON_WORKERS = 2
-MON_CONSUMERS = 2
+MON_CONSUMERS = 2        # of grpc_clickhouse_event_q; the built-in topology's other queues add theirs
 SECRET = "s3cret-pw"
 
 # The metric families the server documents (name -> type); the labelled ones may appear only once used.
@@ -71,7 +71,7 @@ LABELLED = {  # family -> (type, label names)
     "penstock_insert_duration_seconds": ("histogram", {"table"}),
     "penstock_insert_rows": ("histogram", {"table"}),
     "penstock_broker_connections": ("gauge", {"role"}),
-    "penstock_dependency_up": ("gauge", {"dependency"}),
+    "penstock_dependency_up": ("gauge", {"dependency"}),  # and `connection` for each ClickHouse connection
     "penstock_broker_reconnects_total": ("counter", {"role"}),
 }
 
@@ -115,7 +115,7 @@ def check_ready_shape(status, body):
     assert body.get("ready") is (status == 200), "HTTP %s with ready=%r: %s" % (status, body.get("ready"), body)
     checks = body.get("checks")
     assert isinstance(checks, dict), "no checks object: %s" % body
-    assert {"rabbitmq", "clickhouse", "queue", "draining"} <= set(checks), "checks: %s" % sorted(checks)
+    assert {"rabbitmq", "queue", "draining"} <= set(checks), "checks: %s" % sorted(checks)
     for name, c in checks.items():
         assert isinstance(c, dict) and isinstance(c.get("ok"), bool), "check %s: %r" % (name, c)
         if not c["ok"]:
@@ -303,6 +303,20 @@ def rpc_counts_from_log(entries):
 
 # ------------------------------------------------------------------ fixtures
 
+def consumer_connections(env):
+    """Consumer threads (one broker connection each) the built-in topology runs with env: the sum of the
+    counts `penstock check-config` resolves."""
+    import yaml
+    full = {k: v for k, v in os.environ.items() if k not in pstest.PENSTOCK_VARS}
+    full.update({k: str(v) for k, v in env.items()})
+    out = subprocess.run([pstest.PENSTOCK_BIN, "check-config"], env=full, capture_output=True, text=True,
+                         check=True).stdout
+    return sum(c["count"] for c in yaml.safe_load(out)["consumers"])
+
+
+MON_CONSUMER_CONNS = consumer_connections({"CONSUMERS_PER_QUEUE": MON_CONSUMERS})
+
+
 @pytest.fixture(scope="module")
 def version():
     return binary_version()
@@ -398,10 +412,11 @@ def test_metrics_exposition(mon, version, show_log):
     def settled():
         mm = mon.metrics()
         got = (mm.value("penstock_dependency_up", dependency="rabbitmq"),
-               mm.value("penstock_dependency_up", dependency="clickhouse"), mm.value("penstock_ready"),
+               mm.value("penstock_dependency_up", dependency="clickhouse", connection="default"), mm.value("penstock_ready"),
                mm.value("penstock_broker_connections", role="consumer"))
-        return mm if got == (1, 1, 1, MON_CONSUMERS) else None
-    mm = pstest.poll(settled, 10, what="dependency_up 1 for both, ready 1, broker_connections{role=consumer} = %d" % MON_CONSUMERS)
+        return mm if got == (1, 1, 1, MON_CONSUMER_CONNS) else None
+    mm = pstest.poll(settled, 10, what="dependency_up 1 for both, ready 1, broker_connections{role=consumer} = %d"
+                     % MON_CONSUMER_CONNS)
     assert 0 <= mm.value("penstock_broker_connections", role="publisher") <= MON_WORKERS
 
     # process_* against /proc.
@@ -540,13 +555,21 @@ def test_metrics_move_as_events_flow(mon, db, clickhouse, show_log):
 
     def counted():
         m = mon.metrics()
-        return m if (metric_delta(before, m, "penstock_rows_inserted_total") >= n_typed
-                     and metric_delta(before, m, "penstock_messages_consumed_total") >= messages
+        return m if (metric_delta(before, m, "penstock_rows_inserted_total", queue=pstest.CLICKHOUSE_QUEUE) >= n_typed
+                     and metric_delta(before, m, "penstock_messages_consumed_total", queue=pstest.CLICKHOUSE_QUEUE)
+                     >= messages
                      and m.value("penstock_queue_depth") == 0) else None
     after = pstest.poll(counted, 10, interval=0.1, what="rows_inserted and messages_consumed to count everything")
 
+    # The consumers of grpc_clickhouse_event_q (bound "#") see every message; the built-in topology's other
+    # queues (click_events, app_init_events) see some too, and are not what these counts are about.
+    own = {"penstock_messages_consumed_total": {"queue": pstest.CLICKHOUSE_QUEUE},
+           "penstock_rows_inserted_total": {"queue": pstest.CLICKHOUSE_QUEUE},
+           "penstock_inserts_total": {"queue": pstest.CLICKHOUSE_QUEUE},
+           "penstock_insert_rows_sum": {"table": "events"}, "penstock_insert_rows_count": {"table": "events"}}
+
     def d(name, **labels):
-        return metric_delta(before, after, name, **labels)
+        return metric_delta(before, after, name, **dict(own.get(name, {}), **labels))
 
     want = {
         ("penstock_events_received_total",): n_typed + 2 + 1 + 1,  # + no payload, unknown type, the invalid call's
@@ -598,8 +621,9 @@ def test_metrics_move_as_events_flow(mon, db, clickhouse, show_log):
         series = after.series(sample)
         assert series, "%s has no series after traffic" % fam
         for l, _ in series:
-            assert set(l) == labels, "%s%s: labels %s, want %s" % (sample, l, sorted(l), sorted(labels))
-    assert {l["queue"] for l, _ in after.series("penstock_messages_consumed_total")} == {pstest.CLICKHOUSE_QUEUE}
+            want_labels = labels | {"connection"} if l.get("dependency") == "clickhouse" else labels
+            assert set(l) == want_labels, "%s%s: labels %s, want %s" % (sample, l, sorted(l), sorted(want_labels))
+    assert pstest.CLICKHOUSE_QUEUE in {l["queue"] for l, _ in after.series("penstock_messages_consumed_total")}
 
     # Inserts: at least one, all ok; the rows histogram adds up to the rows inserted.
     ok_inserts = d("penstock_inserts_total", result="ok")
@@ -616,7 +640,7 @@ def test_metrics_move_as_events_flow(mon, db, clickhouse, show_log):
     # At rest again; a publisher connected to publish.
     assert after.value("penstock_dispatch_parked_calls") == 0
     assert 1 <= after.value("penstock_broker_connections", role="publisher") <= MON_WORKERS
-    assert after.value("penstock_broker_connections", role="consumer") == MON_CONSUMERS
+    assert after.value("penstock_broker_connections", role="consumer") == MON_CONSUMER_CONNS
 
     # Nothing of the invalid, oversize or untyped events landed.
     stray = ["%s-np1" % runid, "%s-unk1" % runid, "%s-big" % runid] + [e.id for e in invalid.events]
@@ -1021,9 +1045,12 @@ def test_ready_reports_full_queue_then_draining(penstock_proc, db):
         "SHUTDOWN_TIMEOUT_MS": 3000})
     wait_http(p)
     _, checks = wait_ready(p, False, 6, "/ready 503 naming rabbitmq", cond=lambda c: not c["rabbitmq"]["ok"])
-    assert checks["queue"]["ok"] and checks["draining"]["ok"] and checks["clickhouse"]["ok"], checks
+    assert checks["queue"]["ok"] and checks["draining"]["ok"], checks
+    # An ingest-only instance (no consumer runs) does not depend on ClickHouse.
+    assert not any(c.startswith("clickhouse") for c in checks), checks
     m = p.metrics()
     assert m.value("penstock_dependency_up", dependency="rabbitmq") == 0
+    assert not m.series("penstock_dependency_up", dependency="clickhouse")
     assert m.value("penstock_ready") == 0
 
     f = pstest.EventFactory(pstest.new_id("full"))
@@ -1127,7 +1154,7 @@ def test_ready_follows_rabbitmq(mon, db, clickhouse, show_log):
         assert checks["clickhouse"]["ok"] and checks["draining"]["ok"], checks
         m = mon.metrics()
         assert m.value("penstock_dependency_up", dependency="rabbitmq") == 0
-        assert m.value("penstock_dependency_up", dependency="clickhouse") == 1
+        assert m.value("penstock_dependency_up", dependency="clickhouse", connection="default") == 1
         assert m.value("penstock_ready") == 0
     finally:
         if stopped or not pstest.port_open(urllib.parse.urlparse(pstest.RABBITMQ_URL).port):
@@ -1137,7 +1164,7 @@ def test_ready_follows_rabbitmq(mon, db, clickhouse, show_log):
     pstest.poll(lambda: clickhouse.count_ids(db, ids)[1] == len(ids), 30, interval=0.2,
                 what="events sent after RabbitMQ returned to land")
     after = pstest.poll(lambda: (lambda m: m if m.value("penstock_broker_connections", role="consumer")
-                                 == MON_CONSUMERS else None)(mon.metrics()), 10,
+                                 == MON_CONSUMER_CONNS else None)(mon.metrics()), 10,
                         what="the consumers to be connected again")
     assert after.value("penstock_dependency_up", dependency="rabbitmq") == 1
     for role in ("publisher", "consumer"):
@@ -1159,7 +1186,7 @@ def test_ready_follows_clickhouse(mon, db, clickhouse, show_log):
                                        cond=lambda c: not c["clickhouse"]["ok"])
         assert checks["rabbitmq"]["ok"] and checks["draining"]["ok"], checks
         m = mon.metrics()
-        assert m.value("penstock_dependency_up", dependency="clickhouse") == 0
+        assert m.value("penstock_dependency_up", dependency="clickhouse", connection="default") == 0
         assert m.value("penstock_dependency_up", dependency="rabbitmq") == 1
         assert m.value("penstock_ready") == 0
         # Events sent now are accepted and published; their insert fails and is retried.
@@ -1173,7 +1200,7 @@ def test_ready_follows_clickhouse(mon, db, clickhouse, show_log):
     pstest.poll(lambda: clickhouse.count_ids(db, ids)[1] == len(ids), 30, interval=0.2,
                 what="events sent while ClickHouse was down to land")
     after = mon.metrics()
-    assert after.value("penstock_dependency_up", dependency="clickhouse") == 1
+    assert after.value("penstock_dependency_up", dependency="clickhouse", connection="default") == 1
     assert metric_delta(before, after, "penstock_inserts_total", result="drop") == 0
     pstest.report("readiness: /ready 503 %.1fs after ClickHouse stopped, 200 %.1fs after it started; events "
                   "sent meanwhile land" % (took_down, took_up))

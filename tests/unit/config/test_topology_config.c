@@ -420,8 +420,8 @@ static const struct {
      "t.yaml:4: queues[0].arguments.x-queue-type: bad value 'quorom' (expected one of: classic, quorum, "
      "stream)"},
     /* integer out of range */
-    {"queues: [{name: q}]\n" CONN "consumers:\n  - queue: q\n    count: 0\n",
-     "t.yaml:5: consumers[0].count: 0 is out of range (1..256)"},
+    {"queues: [{name: q}]\n" CONN "consumers:\n  - queue: q\n    count: 257\n",
+     "t.yaml:5: consumers[0].count: 257 is out of range (0..256)"},
     {"queues: [{name: q}]\n" CONN "consumers:\n  - queue: q\n    prefetch: 70000\n",
      "t.yaml:5: consumers[0].prefetch: 70000 is out of range (1..65535)"},
     {"queues: [{name: q}]\n" CONN "consumers:\n  - queue: q\n    count: 99999999999999999999\n",
@@ -733,11 +733,11 @@ PS_TEST(env_expansion) {
   /* An expansion into a bad value is reported on the line of the ${...}. */
   setenv("PS_T_A", "alpha", 1);
   setenv("PS_T_EMPTY", "", 1);
-  setenv("PS_T_B", "0", 1);
+  setenv("PS_T_B", "300", 1);
   rc = parse(y2, &c, err, sizeof err);
   clear_env();
   PS_CHECK_INT_EQ(rc, PS_ECONFIG);
-  PS_CHECK_STR_EQ(err, "t.yaml:11: consumers[0].count: 0 is out of range (1..256)");
+  PS_CHECK_STR_EQ(err, "t.yaml:11: consumers[0].count: 300 is out of range (0..256)");
   /* Unset without a default. */
   rc = parse(y2, &c, err, sizeof err);
   PS_CHECK_INT_EQ(rc, PS_ECONFIG);
