@@ -18,8 +18,8 @@ started on loopback. Nothing is mocked.
 
 Settings (environment, set by tests/run-integration):
   PENSTOCK_BIN            the binary under test   (build/penstock)
-  PS_TEST_RABBITMQ_URL    amqp://guest:guest@127.0.0.1:35672/
-  PS_TEST_CLICKHOUSE_URL  http://127.0.0.1:38123
+  PS_TEST_RABBITMQ_URL    amqp://guest:guest@127.0.0.1:6672/
+  PS_TEST_CLICKHOUSE_URL  http://127.0.0.1:18123
 """
 
 import atexit
@@ -51,8 +51,8 @@ from google.protobuf import json_format
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PENSTOCK_BIN = os.path.abspath(os.environ.get("PENSTOCK_BIN", os.path.join(ROOT, "build", "penstock")))
-RABBITMQ_URL = os.environ.get("PS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:35672/")
-CLICKHOUSE_URL = os.environ.get("PS_TEST_CLICKHOUSE_URL", "http://127.0.0.1:38123").rstrip("/")
+RABBITMQ_URL = os.environ.get("PS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:6672/")
+CLICKHOUSE_URL = os.environ.get("PS_TEST_CLICKHOUSE_URL", "http://127.0.0.1:18123").rstrip("/")
 HEALTH_PROTO_DIR = "/usr/share/grpc-proto"
 EVENT_EXCHANGE = "grpc_event.tx"
 CLICKHOUSE_QUEUE = "grpc_clickhouse_event_q"
