@@ -271,14 +271,22 @@ int main(int argc, char **argv) {
     ps__usage(stdout);
     return PS_EXIT_OK;
   }
+  int help = argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    if (help) {
+      printf("usage: penstock version\n\nPrints the version.\n");
+      return PS_EXIT_OK;
+    }
     printf("penstock %s\n", PENSTOCK_VERSION);
     return PS_EXIT_OK;
   }
   if (strcmp(cmd, "serve") == 0) {
     if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
       printf("usage: penstock serve\n\nRuns the gateway. Settings come from the environment and the\n"
-             "dotenv file for ENV; `penstock config --markdown` lists them.\n");
+             "dotenv file for ENV; `penstock config --markdown` lists them. With neither RABBITMQ_URL\n"
+             "nor CLICKHOUSE_URL set (or PENSTOCK_MODE=embedded) it runs embedded: an in-process broker\n"
+             "and an SQLite store under DATA_DIR. SIGTERM or SIGINT drains and stops it.\n"
+             "Exit codes: 0 stopped cleanly, 1 runtime failure, 2 configuration error.\n");
       return PS_EXIT_OK;
     }
     if (argc > 2) {
@@ -292,6 +300,12 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "check-config") == 0)
     return ps_topology_config_check_main(argc - 1, argv + 1);
   if (strcmp(cmd, "config") == 0) {
+    if (help) {
+      printf("usage: penstock config [--markdown]\n\nPrints the effective configuration (from the environment and "
+             "the dotenv file for ENV;\nsecrets redacted), or with --markdown the reference table of every "
+             "setting.\nExit codes: 0, or 2 if the configuration is invalid.\n");
+      return PS_EXIT_OK;
+    }
     if (argc > 2 && strcmp(argv[2], "--markdown") == 0) {
       ps_config_print_reference(stdout);
       return PS_EXIT_OK;

@@ -63,10 +63,10 @@ struct ps_client {
 };
 
 static const char *const ps__outcome_names[PS_CLIENT_NOUTCOMES] = {
-    "OK",           "CANCELLED",     "UNKNOWN",  "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",   "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",      "DATA_LOSS",           "UNAUTHENTICATED",
-    "NOT_SUCCESS"};
+    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED", "NOT_SUCCESS"};
 
 const char *ps_client_outcome_name(int outcome) {
   return outcome >= 0 && outcome < PS_CLIENT_NOUTCOMES ? ps__outcome_names[outcome] : "UNKNOWN";
@@ -217,11 +217,17 @@ int ps_client_create(const ps_client_options *opt, ps_client_done_fn done, void 
   return 0;
 }
 
-size_t ps_client_room(const ps_client *c) { return c->window - c->in_flight; }
+size_t ps_client_room(const ps_client *c) {
+  return c->window - c->in_flight;
+}
 
-size_t ps_client_in_flight(const ps_client *c) { return c->in_flight; }
+size_t ps_client_in_flight(const ps_client *c) {
+  return c->in_flight;
+}
 
-const ps_client_stats *ps_client_stats_get(const ps_client *c) { return &c->st; }
+const ps_client_stats *ps_client_stats_get(const ps_client *c) {
+  return &c->st;
+}
 
 /* Releases what the core handed back with a finished (or never started) call. */
 static void ps__slot_release(ps_client *c, ps__slot *s) {
@@ -253,13 +259,13 @@ int ps_client_start(ps_client *c, const void *data, size_t len, uint32_t events,
   s->resp = NULL;
   grpc_metadata_array_init(&s->initial_md);
   grpc_metadata_array_init(&s->trailing_md);
-  gpr_timespec deadline =
-      c->timeout_ms > 0
-          ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN))
-          : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  gpr_timespec deadline = c->timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                                           gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN))
+                                            : gpr_inf_future(GPR_CLOCK_MONOTONIC);
   grpc_channel *ch = c->channels[c->next_channel];
   c->next_channel = (c->next_channel + 1) % c->nchannels;
-  s->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, c->method, NULL, deadline, NULL);
+  s->call =
+      grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, c->method, NULL, deadline, NULL);
   grpc_slice body = grpc_slice_from_static_buffer(data, len);
   s->req = grpc_raw_byte_buffer_create(&body, 1);
 
@@ -377,7 +383,8 @@ void ps_client_destroy(ps_client *c) {
   for (int i = 0; i < c->nchannels; i++)
     grpc_channel_destroy(c->channels[i]);
   grpc_completion_queue_shutdown(c->cq);
-  while (grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
+  while (grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN)
     ;
   grpc_completion_queue_destroy(c->cq);
   grpc_slice_unref(c->method);

@@ -31,11 +31,11 @@ enum { PS_CLIENT_NOT_SUCCESS = PS_CLIENT_NCODES, PS_CLIENT_NOUTCOMES };
 typedef struct ps_client ps_client;
 
 typedef struct ps_client_options {
-  const char *target;      /* gRPC target, e.g. "127.0.0.1:50051"; required */
-  int channels;            /* connections; calls go to them in turn (0: 1) */
-  int max_in_flight;       /* the window: calls started and not finished (0: 8) */
-  int timeout_ms;          /* deadline of each call from its start (0: none) */
-  const char *method;      /* NULL: PS_CLIENT_DISPATCH_METHOD */
+  const char *target; /* gRPC target, e.g. "127.0.0.1:50051"; required */
+  int channels;       /* connections; calls go to them in turn (0: 1) */
+  int max_in_flight;  /* the window: calls started and not finished (0: 8) */
+  int timeout_ms;     /* deadline of each call from its start (0: none) */
+  const char *method; /* NULL: PS_CLIENT_DISPATCH_METHOD */
 } ps_client_options;
 
 /** One finished call, as the done callback sees it. Strings are valid during the callback only. */

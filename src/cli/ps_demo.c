@@ -43,9 +43,13 @@ static int64_t ps__range(ps_demo *d, int64_t lo, int64_t hi) {
 }
 
 /* Uniform in [0, 1). */
-static double ps__unit(ps_demo *d) { return (double)(ps__rand(d) >> 11) / 9007199254740992.0; }
+static double ps__unit(ps_demo *d) {
+  return (double)(ps__rand(d) >> 11) / 9007199254740992.0;
+}
 
-static const char *ps__pick(ps_demo *d, const char *const *pool, size_t n) { return pool[ps__rand(d) % n]; }
+static const char *ps__pick(ps_demo *d, const char *const *pool, size_t n) {
+  return pool[ps__rand(d) % n];
+}
 #define PS__PICK(d, pool) ps__pick((d), (pool), sizeof(pool) / sizeof(pool)[0])
 
 static char *ps__astr(ps_arena *a, const char *s) {
@@ -67,25 +71,37 @@ static char *ps__astrf(ps_arena *a, const char *fmt, ...) {
 
 /* ------------------------------------------------------------ strings */
 
-static const char *const ps__pages[] = {
-    "home", "search", "category/shoes", "category/electronics", "product/48213", "product/10077",
-    "cart", "checkout", "checkout/payment", "order/confirmation", "profile", "orders", "wishlist",
-    "deals", "category/groceries", "help"};
+static const char *const ps__pages[] = {"home",
+                                        "search",
+                                        "category/shoes",
+                                        "category/electronics",
+                                        "product/48213",
+                                        "product/10077",
+                                        "cart",
+                                        "checkout",
+                                        "checkout/payment",
+                                        "order/confirmation",
+                                        "profile",
+                                        "orders",
+                                        "wishlist",
+                                        "deals",
+                                        "category/groceries",
+                                        "help"};
 static const char *const ps__currencies[] = {"USD", "USD", "EUR", "INR", "INR", "GBP", "JPY", "BRL", "AED"};
 static const char *const ps__sources[] = {"organic", "push_notification", "deeplink", "paid_search",
-                                          "email", "referral", "widget", "home_screen"};
+                                          "email",   "referral",          "widget",   "home_screen"};
 static const char *const ps__clients[] = {"android-app", "ios-app", "web", "mweb"};
 static const char *const ps__os[] = {"android", "android", "ios", "ios", "web"};
 static const char *const ps__campaigns[] = {"summer_sale", "black_friday", "new_user", "retarget_7d",
                                             "diwali_2026"};
-static const char *const ps__queries[] = {"running shoes", "iphone case", "basmati rice", "usb-c cable",
-                                          "wireless earbuds", "kurta", "coffee beans"};
+static const char *const ps__queries[] = {"running shoes",    "iphone case", "basmati rice", "usb-c cable",
+                                          "wireless earbuds", "kurta",       "coffee beans"};
 static const char *const ps__sorts[] = {"price_asc", "price_desc", "popular", "newest", "rating"};
 static const char *const ps__categories[] = {"shoes", "electronics", "groceries", "fashion", "home", "toys"};
 static const char *const ps__langs[] = {"en", "hi", "es", "de", "pt", "ar"};
 static const char *const ps__words[] = {"alpha", "blue", "quick", "prime", "daily", "flash", "mega", "smart"};
 static const char *const ps__param_keys[] = {"utm_source", "utm_medium", "utm_campaign", "q",
-                                             "sort", "category", "ref", "lang"};
+                                             "sort",       "category",   "ref",          "lang"};
 
 static char *ps__uuid(ps_demo *d, ps_arena *a) {
   uint64_t x = ps__rand(d), y = ps__rand(d);
@@ -109,7 +125,9 @@ static char *ps__id_like(ps_demo *d, ps_arena *a, const char *name) {
   return ps__astrf(a, "%s-%lld", k ? stem : "id", (long long)ps__range(d, 1, 99999));
 }
 
-static int ps__has(const char *lname, const char *word) { return strstr(lname, word) != NULL; }
+static int ps__has(const char *lname, const char *word) {
+  return strstr(lname, word) != NULL;
+}
 
 static int ps__ends(const char *lname, const char *suffix) {
   size_t n = strlen(lname), k = strlen(suffix);
@@ -138,7 +156,8 @@ static char *ps__string(ps_demo *d, ps_arena *a, const char *name, const char *l
     return ps__astrf(a, "https://shop.example.com/%s", PS__PICK(d, ps__pages));
   if (ps__has(lname, "page") || ps__has(lname, "screen"))
     return ps__astr(a, PS__PICK(d, ps__pages));
-  if (ps__has(lname, "source") || ps__has(lname, "medium") || ps__has(lname, "channel"))
+  if (ps__has(lname, "source") || ps__has(lname, "medium") || ps__has(lname, "channel") ||
+      strcmp(lname, "ref") == 0)
     return ps__astr(a, PS__PICK(d, ps__sources));
   if (ps__has(lname, "campaign"))
     return ps__astr(a, PS__PICK(d, ps__campaigns));
@@ -152,7 +171,7 @@ static char *ps__string(ps_demo *d, ps_arena *a, const char *name, const char *l
     return ps__astr(a, PS__PICK(d, ps__langs));
   if (ps__has(lname, "email"))
     return ps__astrf(a, "user%lld@example.com", (long long)ps__range(d, 1, 999999));
-  if (ps__ends(lname, "id") || ps__ends(lname, "ids") || strcmp(lname, "ref") == 0)
+  if (ps__ends(lname, "id") || ps__ends(lname, "ids"))
     return ps__id_like(d, a, name);
   return ps__astrf(a, "%s-%lld", PS__PICK(d, ps__words), (long long)ps__range(d, 1, 999));
 }
@@ -160,7 +179,8 @@ static char *ps__string(ps_demo *d, ps_arena *a, const char *name, const char *l
 /* ------------------------------------------------------------ numbers */
 
 static int64_t ps__integer(ps_demo *d, const char *lname, int is_64) {
-  if (ps__has(lname, "position") || ps__has(lname, "index") || ps__has(lname, "rank") || ps__has(lname, "slot"))
+  if (ps__has(lname, "position") || ps__has(lname, "index") || ps__has(lname, "rank") ||
+      ps__has(lname, "slot"))
     return ps__range(d, 0, 19);
   if (ps__has(lname, "user") || ps__has(lname, "customer") || ps__has(lname, "account"))
     return ps__range(d, 10000, 9999999);
@@ -192,7 +212,8 @@ static double ps__double(ps_demo *d, const char *lname) {
     return round((ps__unit(d) * 360 - 180) * 1e6) / 1e6;
   if (ps__has(lname, "rating") || ps__has(lname, "score"))
     return (double)ps__range(d, 10, 50) / 10;
-  if (ps__has(lname, "ratio") || ps__has(lname, "rate") || ps__has(lname, "percent") || ps__has(lname, "discount"))
+  if (ps__has(lname, "ratio") || ps__has(lname, "rate") || ps__has(lname, "percent") ||
+      ps__has(lname, "discount"))
     return (double)ps__range(d, 0, 100) / 100;
   return round(ps__unit(d) * 100000) / 100;
 }
@@ -204,8 +225,8 @@ static double ps__double(ps_demo *d, const char *lname) {
 static void ps__fill(ps_demo *d, ps_arena *a, ProtobufCMessage *m, int depth);
 
 static int ps__is_map_entry(const ProtobufCMessageDescriptor *md) {
-  return md->n_fields == 2 && strcmp(md->fields[0].name, "key") == 0 && strcmp(md->fields[1].name, "value") == 0 &&
-         ps__ends(md->name, "Entry");
+  return md->n_fields == 2 && strcmp(md->fields[0].name, "key") == 0 &&
+         strcmp(md->fields[1].name, "value") == 0 && ps__ends(md->name, "Entry");
 }
 
 static size_t ps__elem_size(ProtobufCType t) {
@@ -226,7 +247,8 @@ static size_t ps__elem_size(ProtobufCType t) {
   }
 }
 
-static ProtobufCMessage *ps__new_msg(ps_demo *d, ps_arena *a, const ProtobufCMessageDescriptor *md, int depth) {
+static ProtobufCMessage *ps__new_msg(ps_demo *d, ps_arena *a, const ProtobufCMessageDescriptor *md,
+                                     int depth) {
   ProtobufCMessage *sub = ps_arena_alloc(a, md->sizeof_message);
   md->message_init(sub);
   if (depth < PS__MAX_DEPTH)
@@ -274,7 +296,8 @@ static void ps__value(ps_demo *d, ps_arena *a, const ProtobufCFieldDescriptor *f
 }
 
 /* A map<string, V>: a few distinct query-parameter-like keys; other maps: generic entries. */
-static void ps__map(ps_demo *d, ps_arena *a, const ProtobufCFieldDescriptor *f, ProtobufCMessage *m, int depth) {
+static void ps__map(ps_demo *d, ps_arena *a, const ProtobufCFieldDescriptor *f, ProtobufCMessage *m,
+                    int depth) {
   const ProtobufCMessageDescriptor *ed = f->descriptor;
   size_t n = (size_t)(ps__unit(d) < 0.35 ? 0 : ps__range(d, 1, 3));
   ProtobufCMessage **v = ps_arena_alloc(a, (n ? n : 1) * sizeof *v);
@@ -357,7 +380,9 @@ static void ps__fill(ps_demo *d, ps_arena *a, ProtobufCMessage *m, int depth) {
   }
 }
 
-void ps_demo_fill(ps_demo *d, ps_arena *a, ProtobufCMessage *m) { ps__fill(d, a, m, 0); }
+void ps_demo_fill(ps_demo *d, ps_arena *a, ProtobufCMessage *m) {
+  ps__fill(d, a, m, 0);
+}
 
 /* ------------------------------------------------------------- events */
 
@@ -384,7 +409,9 @@ void ps_demo_destroy(ps_demo *d) {
   free(d);
 }
 
-size_t ps_demo_type_count(const ps_demo *d) { return d->ntypes; }
+size_t ps_demo_type_count(const ps_demo *d) {
+  return d->ntypes;
+}
 
 /* The next type in turn: a new random order every round, so every type comes once per round. */
 static const ProtobufCFieldDescriptor *ps__next_type(ps_demo *d) {

@@ -445,7 +445,7 @@ static void *ps__consumer_main(void *arg) {
         continue;
     }
     int wait_ms = stopping ? PS__DRAIN_IDLE_MS : 200;
-    if (g->sinker && c->npending)
+    if (g->sinker && c->npending && !stopping)
       wait_ms = 50;
     if (c->pending_msgs && !stopping) {
       int64_t left = c->oldest_ns + flush_ns - ps_now_ns();

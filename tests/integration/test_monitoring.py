@@ -1066,7 +1066,10 @@ def test_ready_reports_full_queue_then_draining(penstock_proc, db):
     _, checks = wait_ready(p, False, 3, "/ready naming the full queue", cond=lambda c: not c["queue"]["ok"])
     r = p.http("/ready")
     assert r.status == 503 and r.content_type.split(";")[0].strip() == "application/json", r
-    after = p.metrics()
+    # The server counts an RPC when its call completes there, which may be just after the client has its answer.
+    after = pstest.poll(lambda: (lambda m: m if metric_delta(before, m, "penstock_rpcs_total", method="dispatch",
+                                                             code="UNAVAILABLE") >= 1 else None)(p.metrics()),
+                        5, what="the refused call counted in penstock_rpcs_total")
     assert after.value("penstock_queue_depth") == after.value("penstock_queue_capacity") == 1
     assert metric_delta(before, after, "penstock_events_rejected_total", reason="queue_full") == 1
     assert metric_delta(before, after, "penstock_rpcs_total", method="dispatch", code="UNAVAILABLE") == 1
