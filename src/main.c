@@ -96,6 +96,16 @@ static int ps__load_topology(const ps_config *cfg, ps_topology_config *tc, char 
   return ps_topology_config_parse("(built-in)", text, strlen(text), tc, err, errlen);
 }
 
+/* Frees what serve holds before its threads start; returns code. */
+static int ps__start_failed(int code, ps_config *cfg, ps_topology_config *tc, ps_queue_decl *queues,
+                            ps_binding_decl *bindings) {
+  ps_topology_config_free(tc);
+  free(queues);
+  free(bindings);
+  ps_config_free(cfg);
+  return code;
+}
+
 static int ps__serve(void) {
   ps_config cfg;
   char err[512];
@@ -124,9 +134,7 @@ static int ps__serve(void) {
   ps_topology_config tc;
   if (ps__load_topology(&cfg, &tc, err, sizeof err) != 0) {
     fprintf(stderr, "penstock: %s\n", err);
-    ps_topology_config_free(&tc);
-    ps_config_free(&cfg);
-    return PS_EXIT_USAGE;
+    return ps__start_failed(PS_EXIT_USAGE, &cfg, &tc, NULL, NULL);
   }
   ps_topology topo = ps_topology_config_topology(&tc);
   ps_queue_decl *queues = calloc(topo.nqueues + 1, sizeof *queues);
@@ -153,11 +161,7 @@ static int ps__serve(void) {
   }
   if (brc != 0) {
     fprintf(stderr, "penstock: %s%s\n", brc == PS_ECONFIG ? "configuration error: " : "", err);
-    ps_topology_config_free(&tc);
-    free(queues);
-    free(bindings);
-    ps_config_free(&cfg);
-    return brc == PS_ECONFIG ? PS_EXIT_USAGE : PS_EXIT_FAIL;
+    return ps__start_failed(brc == PS_ECONFIG ? PS_EXIT_USAGE : PS_EXIT_FAIL, &cfg, &tc, queues, bindings);
   }
   ps_info("penstock starting", "version", PENSTOCK_VERSION, "env", cfg.env, "mode",
           cfg.embedded ? "embedded" : "external", "broker", broker->display, "store",
@@ -171,16 +175,12 @@ static int ps__serve(void) {
     ps_warn("broker: cannot declare the topology yet; every connection retries", "broker", broker->display);
 
   /* CONSUMERS_PER_QUEUE=0 makes an ingest-only instance: the topology is declared, nothing consumed. */
-  ps_fleet_options fo = {&tc, broker, cfg.consumers_per_queue == 0 ? 0 : -1, cfg.embedded ? store : NULL};
+  ps_fleet_options fo = {&tc, broker, cfg.consumers_per_queue == 0, cfg.embedded ? store : NULL};
   ps_fleet *fleet = NULL;
   if (ps_fleet_start(&fo, &fleet, err, sizeof err) != 0) {
     fprintf(stderr, "penstock: configuration error: %s\n", err);
     ps_broker_destroy(broker);
-    ps_topology_config_free(&tc);
-    free(queues);
-    free(bindings);
-    ps_config_free(&cfg);
-    return PS_EXIT_USAGE;
+    return ps__start_failed(PS_EXIT_USAGE, &cfg, &tc, queues, bindings);
   }
 
   ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);

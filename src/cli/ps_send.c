@@ -403,6 +403,21 @@ static int ps__one_events(const char *name, const char *t, size_t start, size_t 
   return 0;
 }
 
+/* Decodes the Events object starting at t[*i] and moves *i past it. */
+static int ps__take_events(const char *name, const char *t, size_t len, size_t *i, int keep_ids,
+                           ps_send_batches *out, char *err, size_t errlen) {
+  size_t end = ps__value_end(t, len, *i);
+  if (!end) {
+    if (ps__syntax_error(name, t, *i, len, err, errlen))
+      return PS_EINVAL;
+    return ps__input_error(name, t, *i, err, errlen, "the input ends inside this Events object");
+  }
+  if (ps__one_events(name, t, *i, end, keep_ids, out, err, errlen))
+    return PS_EINVAL;
+  *i = end;
+  return 0;
+}
+
 static int ps__describe_char(char c, char *buf, size_t n) {
   if ((unsigned char)c >= 0x20 && (unsigned char)c < 0x7f)
     return snprintf(buf, n, "'%c'", c);
@@ -421,15 +436,8 @@ int ps_send_parse_json(const char *name, const char *t, size_t len, int keep_ids
     if (i >= len)
       break;
     if (t[i] == '{') {
-      size_t end = ps__value_end(t, len, i);
-      if (!end) {
-        if (ps__syntax_error(name, t, i, len, err, errlen))
-          return PS_EINVAL;
-        return ps__input_error(name, t, i, err, errlen, "the input ends inside this Events object");
-      }
-      if (ps__one_events(name, t, i, end, keep_ids, out, err, errlen))
+      if (ps__take_events(name, t, len, &i, keep_ids, out, err, errlen))
         return PS_EINVAL;
-      i = end;
       continue;
     }
     if (t[i] != '[') {
@@ -455,15 +463,9 @@ int ps_send_parse_json(const char *name, const char *t, size_t len, int keep_ids
         return ps__input_error(name, t, i, err, errlen,
                                "expected an Events object ('{') in the array, found %s", what);
       }
-      size_t end = ps__value_end(t, len, i);
-      if (!end) {
-        if (ps__syntax_error(name, t, i, len, err, errlen))
-          return PS_EINVAL;
-        return ps__input_error(name, t, i, err, errlen, "the input ends inside this Events object");
-      }
-      if (ps__one_events(name, t, i, end, keep_ids, out, err, errlen))
+      if (ps__take_events(name, t, len, &i, keep_ids, out, err, errlen))
         return PS_EINVAL;
-      i = ps__skip_space(t, len, end);
+      i = ps__skip_space(t, len, i);
       if (i >= len)
         return ps__input_error(name, t, len, err, errlen,
                                "the input ends inside the array opened at line %ld", oline);

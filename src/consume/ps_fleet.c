@@ -144,7 +144,7 @@ int ps_fleet_start(const ps_fleet_options *opt, ps_fleet **out, char *err, size_
     abort();
   f->opt = *opt;
   *out = NULL;
-  size_t n = opt->consumers == 0 ? 0 : cfg->nconsumers;
+  size_t n = opt->ingest_only ? 0 : cfg->nconsumers;
   f->units = calloc(n ? n : 1, sizeof *f->units);
   f->ch_used = calloc(cfg->nclickhouse ? cfg->nclickhouse : 1, sizeof *f->ch_used);
   if (!f->units || !f->ch_used)
@@ -171,13 +171,13 @@ int ps_fleet_start(const ps_fleet_options *opt, ps_fleet **out, char *err, size_
   for (size_t i = 0; i < n; i++) {
     ps__unit *u = &f->units[i];
     const ps_consumer_conf *c = u->conf;
-    if (c->count == 0 && opt->consumers < 0)
+    if (c->count == 0)
       continue; /* declared for other instances; none here */
     int http = c->sink.kind == PS_SINK_CONF_HTTP;
     ps_consumer_options co = {
         .queue = c->queue,
         .table = u->table.name,
-        .count = opt->consumers > 0 ? opt->consumers : c->count,
+        .count = c->count,
         .prefetch = c->prefetch,
         .batch_rows = http ? c->prefetch : c->sink.flush_rows,
         .flush_ms = http ? PS__HTTP_FLUSH_MS : c->sink.flush_ms,

@@ -28,7 +28,7 @@ typedef struct ps_fleet ps_fleet;
 typedef struct ps_fleet_options {
   const ps_topology_config *config; /* borrowed for the fleet's life */
   ps_broker *broker;                /* borrowed */
-  int consumers;                    /* < 0: each consumer's configured count; 0: run none */
+  int ingest_only;                  /* 1: run no consumer (the topology is still declared) */
   /*
    * Embedded mode: the SQLite file every `clickhouse` sink writes to instead
    * (same tables and columns; see ps_sink_sqlite_create); its connections are
@@ -45,7 +45,7 @@ typedef struct ps_fleet_options {
  */
 int ps_fleet_start(const ps_fleet_options *opt, ps_fleet **out, char *err, size_t errlen);
 
-/** Consumer groups running (0 when opt.consumers was 0). */
+/** Consumer groups running (0 with ingest_only). */
 size_t ps_fleet_groups(const ps_fleet *f);
 
 /**

@@ -2,13 +2,11 @@
  * ps_sinker: the buffered sinker (see ps_sinker.h).
  *
  * DESIGN: rows are copied once out of the decoder, into the consumer's
- * staging row store, and appended to the shared buffer (a row store plus one
- * entry per message: consumer, generation, tag, row count) under the group's
- * mutex. The sinker thread swaps the shared buffer with its own empty one
- * (pointers only) and inserts outside the lock, so consumers keep pushing
- * while an insert runs. A row store keeps a row's values with each string as
- * an offset into one byte buffer, so it grows by realloc without fixing up
- * pointers; pointers are made when a row is written into the real sink.
+ * staging row store (ps_rows), and appended to the shared buffer (a row store
+ * plus one entry per message: consumer, generation, tag, row count) under the
+ * group's mutex. The sinker thread swaps the shared buffer with its own empty
+ * one (pointers only) and inserts outside the lock, so consumers keep pushing
+ * while an insert runs.
  */
 #include "consume/ps_sinker.h"
 
@@ -24,98 +22,22 @@
 #include "core/ps_error.h"
 #include "core/ps_log.h"
 #include "queue/ps_queue.h" /* ps_now_ns */
-
-/* ------------------------------------------------------------ row store */
-
-typedef struct ps__rows {
-  size_t ncols;
-  const ps_column *cols;
-  ps_buf strs;
-  ps_value *vals; /* n * ncols; a string's .s is NULL and .i its offset in strs */
-  size_t n, cap;
-} ps__rows;
-
-static void ps__rows_reserve(ps__rows *r, size_t more) {
-  if (r->n + more <= r->cap)
-    return;
-  size_t cap = r->cap ? r->cap : 64;
-  while (cap < r->n + more)
-    cap *= 2;
-  r->vals = realloc(r->vals, cap * (r->ncols ? r->ncols : 1) * sizeof *r->vals);
-  if (!r->vals)
-    abort();
-  r->cap = cap;
-}
-
-static void ps__rows_write(ps__rows *r, const ps_value *row) {
-  ps__rows_reserve(r, 1);
-  ps_value *v = &r->vals[r->n * r->ncols];
-  for (size_t i = 0; i < r->ncols; i++) {
-    v[i] = row[i];
-    if (r->cols[i].type == PS_COL_STRING) {
-      v[i].s = NULL;
-      v[i].len = row[i].s ? row[i].len : 0;
-      v[i].i = (int64_t)r->strs.len;
-      if (v[i].len)
-        ps_buf_append(&r->strs, row[i].s, v[i].len);
-    }
-  }
-  r->n++;
-}
-
-/* Appends every row of src to dst. */
-static void ps__rows_append(ps__rows *dst, const ps__rows *src) {
-  if (!src->n)
-    return;
-  ps__rows_reserve(dst, src->n);
-  int64_t base = (int64_t)dst->strs.len;
-  if (src->strs.len)
-    ps_buf_append(&dst->strs, src->strs.data, src->strs.len);
-  size_t nv = src->n * src->ncols;
-  ps_value *v = &dst->vals[dst->n * dst->ncols];
-  memcpy(v, src->vals, nv * sizeof *v);
-  for (size_t k = 0; k < nv; k++)
-    if (dst->cols[k % dst->ncols].type == PS_COL_STRING)
-      v[k].i += base;
-  dst->n += src->n;
-}
-
-/* Row i with pointers, into out (ncols values). */
-static void ps__rows_get(const ps__rows *r, size_t i, ps_value *out) {
-  const ps_value *v = &r->vals[i * r->ncols];
-  for (size_t k = 0; k < r->ncols; k++) {
-    out[k] = v[k];
-    if (r->cols[k].type == PS_COL_STRING)
-      out[k].s = v[k].len ? r->strs.data + v[k].i : "";
-  }
-}
-
-static void ps__rows_clear(ps__rows *r) {
-  r->n = 0;
-  ps_buf_reset(&r->strs);
-}
-
-static void ps__rows_free(ps__rows *r) {
-  ps_buf_free(&r->strs);
-  free(r->vals);
-  r->vals = NULL;
-  r->n = r->cap = 0;
-}
+#include "sink/ps_rows.h"
 
 /* ------------------------------------------------------------ staging sink */
 
 typedef struct {
   ps_sink base;
-  ps__rows rows;
+  ps_rows rows;
 } ps__stage;
 
 static int ps__st_open(ps_sink *s, char *err, size_t errlen) { return 0; }
-static void ps__st_write(ps_sink *s, const ps_value *row) { ps__rows_write(&((ps__stage *)s)->rows, row); }
+static void ps__st_write(ps_sink *s, const ps_value *row) { ps_rows_write(&((ps__stage *)s)->rows, row); }
 static size_t ps__st_pending(ps_sink *s) { return ((ps__stage *)s)->rows.n; }
 static ps_sink_result ps__st_flush(ps_sink *s, char *err, size_t errlen) { return PS_SINK_OK; }
-static void ps__st_discard(ps_sink *s) { ps__rows_clear(&((ps__stage *)s)->rows); }
+static void ps__st_discard(ps_sink *s) { ps_rows_clear(&((ps__stage *)s)->rows); }
 static void ps__st_destroy(ps_sink *s) {
-  ps__rows_free(&((ps__stage *)s)->rows);
+  ps_rows_free(&((ps__stage *)s)->rows);
   free(s);
 }
 
@@ -139,7 +61,7 @@ typedef struct ps__entry {
 } ps__entry;
 
 typedef struct ps__batch {
-  ps__rows rows;
+  ps_rows rows;
   ps__entry *e;
   size_t ne, cap;
   int64_t oldest_ns; /* when its first row came; 0 when empty */
@@ -189,7 +111,7 @@ static void ps__batch_add_entry(ps__batch *b, const ps__entry *e) {
 }
 
 static void ps__batch_clear(ps__batch *b) {
-  ps__rows_clear(&b->rows);
+  ps_rows_clear(&b->rows);
   b->ne = 0;
   b->oldest_ns = 0;
 }
@@ -243,7 +165,7 @@ static int ps__insert(ps_sinker *s, ps__batch *b) {
     for (size_t j = 0; j < b->e[k].nrows; j++, r++) {
       if (!live[k])
         continue;
-      ps__rows_get(&b->rows, r, rowp);
+      ps_rows_get(&b->rows, r, rowp);
       ps_sink_write(s->sink, rowp);
       sent++;
     }
@@ -325,7 +247,7 @@ static int ps__insert(ps_sinker *s, ps__batch *b) {
 static void *ps__sinker_main(void *arg) {
   ps_sinker *s = arg;
   pthread_setname_np(pthread_self(), "ps-sinker");
-  ps__batch mine = {.rows = {s->sink->table->ncols, s->sink->table->cols, PS_BUF_INIT, NULL, 0, 0}};
+  ps__batch mine = {.rows = ps_rows_make(s->sink->table)};
   const int64_t flush_ns = (int64_t)s->opt.flush_ms * 1000000;
   pthread_mutex_lock(&s->mu);
   for (;;) {
@@ -355,7 +277,7 @@ static void *ps__sinker_main(void *arg) {
     ps__timed_wait(&s->work, &s->mu, wait_ms);
   }
   pthread_mutex_unlock(&s->mu);
-  ps__rows_free(&mine.rows);
+  ps_rows_free(&mine.rows);
   free(mine.e);
   return NULL;
 }
@@ -372,8 +294,7 @@ ps_sinker *ps_sinker_start(const ps_sinker_options *opt, ps_sink *sink) {
   if (s->opt.flush_ms < 1)
     s->opt.flush_ms = 300000;
   s->sink = sink;
-  s->buf.rows.ncols = sink->table->ncols;
-  s->buf.rows.cols = sink->table->cols;
+  s->buf.rows = ps_rows_make(sink->table);
   s->inbox = calloc((size_t)(opt->consumers > 0 ? opt->consumers : 1), sizeof *s->inbox);
   if (!s->inbox)
     abort();
@@ -396,13 +317,12 @@ ps_sink *ps_sinker_stage(ps_sinker *s) {
     abort();
   st->base.ops = &ps__stage_ops;
   st->base.table = s->sink->table;
-  st->rows.ncols = s->sink->table->ncols;
-  st->rows.cols = s->sink->table->cols;
+  st->rows = ps_rows_make(s->sink->table);
   return &st->base;
 }
 
 int ps_sinker_push(ps_sinker *s, int consumer, uint64_t gen, uint64_t tag, ps_sink *stage, const _Atomic int *abort_) {
-  ps__rows *r = &((ps__stage *)stage)->rows;
+  ps_rows *r = &((ps__stage *)stage)->rows;
   pthread_mutex_lock(&s->mu);
   s->inbox[consumer].gen = gen;
   while (s->buf.rows.n && s->buf.rows.n + r->n > (size_t)s->opt.capacity_rows) {
@@ -412,7 +332,7 @@ int ps_sinker_push(ps_sinker *s, int consumer, uint64_t gen, uint64_t tag, ps_si
     }
     ps__timed_wait(&s->room, &s->mu, 100);
   }
-  ps__rows_append(&s->buf.rows, r);
+  ps_rows_append(&s->buf.rows, r);
   ps__entry e = {consumer, gen, tag, r->n};
   ps__batch_add_entry(&s->buf, &e);
   if (!s->buf.oldest_ns)
@@ -421,7 +341,7 @@ int ps_sinker_push(ps_sinker *s, int consumer, uint64_t gen, uint64_t tag, ps_si
   if (s->buf.rows.n >= (size_t)s->opt.flush_rows || s->hurry)
     pthread_cond_signal(&s->work);
   pthread_mutex_unlock(&s->mu);
-  ps__rows_clear(r);
+  ps_rows_clear(r);
   return 0;
 }
 
@@ -474,7 +394,7 @@ void ps_sinker_stop(ps_sinker *s, int64_t deadline_ns) {
   pthread_cond_signal(&s->work);
   pthread_mutex_unlock(&s->mu);
   pthread_join(s->thread, NULL);
-  ps__rows_free(&s->buf.rows);
+  ps_rows_free(&s->buf.rows);
   free(s->buf.e);
   for (int i = 0; i < (s->opt.consumers > 0 ? s->opt.consumers : 1); i++)
     free(s->inbox[i].d);

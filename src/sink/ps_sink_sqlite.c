@@ -13,7 +13,7 @@
  * and rows go in with INSERT OR REPLACE, so a redelivered message lands once,
  * at once. Other engines get a plain table.
  *
- * DESIGN: written rows are copied (a row's strings into one buffer); flush
+ * DESIGN: written rows are copied (ps_rows); flush
  * inserts all pending rows in one IMMEDIATE transaction with a prepared
  * statement. The file is in WAL mode with synchronous=NORMAL (a commit is
  * durable against a crash of the process; the last commits may be lost if the
@@ -33,6 +33,7 @@
 #include "core/ps_error.h"
 #include "core/ps_log.h"
 #include "sink/ps_sink.h"
+#include "sink/ps_rows.h"
 #include "sink/ps_sink_rejects.h"
 
 #define PS__BUSY_TIMEOUT_MS 10000
@@ -43,9 +44,8 @@ typedef struct {
   sqlite3 *db;
   sqlite3_stmt *insert;
   int replace; /* the table has a unique key: INSERT OR REPLACE */
-  ps_buf strs; /* the pending rows' strings */
-  ps_value *vals; /* nrows * ncols; a string's .s is NULL and .i its offset in strs */
-  size_t nrows, cap;
+  ps_rows rows;   /* pending */
+  ps_value *row;  /* scratch: one row with pointers, for binding */
   ps_sink_rejects rej;
 } ps__sq_sink;
 
@@ -187,38 +187,15 @@ static int ps__sq_open(ps_sink *bs, char *err, size_t errlen) {
 
 static void ps__sq_write(ps_sink *bs, const ps_value *row) {
   ps__sq_sink *s = (ps__sq_sink *)bs;
-  size_t nc = bs->table->ncols;
   ps_sink_rejects_expire(&s->rej);
-  if (s->nrows == s->cap) {
-    s->cap = s->cap ? s->cap * 2 : 64;
-    s->vals = realloc(s->vals, s->cap * nc * sizeof *s->vals);
-    if (!s->vals)
-      abort();
-  }
-  ps_value *v = &s->vals[s->nrows * nc];
-  for (size_t i = 0; i < nc; i++) {
-    v[i] = row[i];
-    if (bs->table->cols[i].type == PS_COL_STRING) {
-      v[i].s = NULL;
-      v[i].i = (int64_t)s->strs.len;
-      v[i].len = row[i].s ? row[i].len : 0;
-      if (v[i].len)
-        ps_buf_append(&s->strs, row[i].s, v[i].len);
-    }
-  }
-  s->nrows++;
+  ps_rows_write(&s->rows, row);
 }
 
-static size_t ps__sq_pending(ps_sink *bs) { return ((ps__sq_sink *)bs)->nrows; }
-
-static void ps__clear(ps__sq_sink *s) {
-  s->nrows = 0;
-  ps_buf_reset(&s->strs);
-}
+static size_t ps__sq_pending(ps_sink *bs) { return ((ps__sq_sink *)bs)->rows.n; }
 
 static void ps__sq_discard(ps_sink *bs) {
   ps__sq_sink *s = (ps__sq_sink *)bs;
-  ps__clear(s);
+  ps_rows_clear(&s->rows);
   ps_sink_rejects_clear(&s->rej);
 }
 
@@ -232,7 +209,7 @@ static void ps__bind_row(ps__sq_sink *s, const ps_value *v) {
     int col = (int)i + 1;
     switch (t->cols[i].type) {
     case PS_COL_STRING:
-      sqlite3_bind_text(s->insert, col, v[i].len ? s->strs.data + v[i].i : "", (int)v[i].len, SQLITE_STATIC);
+      sqlite3_bind_text(s->insert, col, v[i].s, (int)v[i].len, SQLITE_STATIC);
       break;
     case PS_COL_INT64:
       sqlite3_bind_int64(s->insert, col, v[i].i);
@@ -265,7 +242,7 @@ static int ps__retryable(int rc) {
 static ps_sink_result ps__sq_flush(ps_sink *bs, char *err, size_t errlen) {
   ps__sq_sink *s = (ps__sq_sink *)bs;
   ps_sink_rejects_expire(&s->rej);
-  if (!s->nrows)
+  if (!s->rows.n)
     return ps_sink_rejects_finish(&s->rej, err, errlen);
   if (!s->insert) {
     int orc = ps__sq_open(bs, err, errlen);
@@ -274,9 +251,9 @@ static ps_sink_result ps__sq_flush(ps_sink *bs, char *err, size_t errlen) {
   }
   if (ps__exec(s, "BEGIN IMMEDIATE", err, errlen) != SQLITE_OK)
     return PS_SINK_RETRY;
-  size_t nc = bs->table->ncols;
-  for (size_t r = 0; r < s->nrows; r++) {
-    ps__bind_row(s, &s->vals[r * nc]);
+  for (size_t r = 0; r < s->rows.n; r++) {
+    ps_rows_get(&s->rows, r, s->row);
+    ps__bind_row(s, s->row);
     int rc = sqlite3_step(s->insert);
     sqlite3_reset(s->insert);
     sqlite3_clear_bindings(s->insert);
@@ -300,7 +277,7 @@ static ps_sink_result ps__sq_flush(ps_sink *bs, char *err, size_t errlen) {
     ps_sink_rejects_clear(&s->rej);
     return PS_SINK_RETRY;
   }
-  ps__clear(s);
+  ps_rows_clear(&s->rows);
   return ps_sink_rejects_finish(&s->rej, err, errlen);
 }
 
@@ -308,8 +285,8 @@ static void ps__sq_destroy(ps_sink *bs) {
   ps__sq_sink *s = (ps__sq_sink *)bs;
   ps__close_db(s);
   ps_sink_rejects_free(&s->rej);
-  ps_buf_free(&s->strs);
-  free(s->vals);
+  ps_rows_free(&s->rows);
+  free(s->row);
   free(s->path);
   free(s);
 }
@@ -331,8 +308,10 @@ ps_sink *ps_sink_sqlite_create(const char *path, const ps_table *table) {
     abort();
   s->base.ops = &ps__sq_ops;
   s->base.table = table;
+  s->rows = ps_rows_make(table);
+  s->row = calloc(table->ncols ? table->ncols : 1, sizeof *s->row);
   s->path = strdup(path);
-  if (!s->path)
+  if (!s->path || !s->row)
     abort();
   return &s->base;
 }

@@ -18,6 +18,7 @@ INVALID = [
     ("DISPATCH_TIMEOUT_MS", "1.5"),
     ("GRPC_MAX_RECV_BYTES", "lots"),
     ("SHUTDOWN_TIMEOUT_MS", "10s"),
+    ("PENSTOCK_MODE", "hybrid"),
 ]
 
 
@@ -28,6 +29,28 @@ def test_invalid_value_stops_startup(penstock_proc, name, value):
     assert rc is not None, "penstock still running 10s after start with %s=%s" % (name, value)
     assert rc != 0, "penstock exited 0 with %s=%s" % (name, value)
     assert name in p.stderr_text(), "stderr does not name %s:\n%s" % (name, p.stderr_tail())
+
+
+EMBEDDED = {"PENSTOCK_MODE": "embedded", "RABBITMQ_URL": None, "CLICKHOUSE_URL": None}
+
+
+def test_embedded_mode_with_unusable_data_dir_exits_1(penstock_proc, tmp_path):
+    """DATA_DIR that cannot be a directory: a runtime failure (exit 1) naming it, not a hang or a crash."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    p = penstock_proc(env=dict(EMBEDDED, DATA_DIR=str(blocker)), wait=False)
+    assert p.wait_exit(10) == 1, p.stderr_tail()
+    assert "not-a-dir" in p.stderr_text(), p.stderr_tail()
+
+
+def test_two_embedded_instances_cannot_share_a_data_dir(penstock_proc, tmp_path):
+    """The second penstock on one DATA_DIR exits 1; the first keeps serving."""
+    first = penstock_proc(env=dict(EMBEDDED, DATA_DIR=str(tmp_path)))
+    second = penstock_proc(env=dict(EMBEDDED, DATA_DIR=str(tmp_path)), wait=False, name="second")
+    assert second.wait_exit(10) == 1, second.stderr_tail()
+    assert "broker.db" in second.stderr_text() or "lock" in second.stderr_text(), second.stderr_tail()
+    assert first.health() == pstest.SERVING
+    first.stop()
 
 
 def write(path, text):

@@ -2,7 +2,6 @@
 the headers (and so to grpc_clickhouse_event_q.error), is acknowledged, and does not block what follows."""
 
 import json
-import time
 
 import pika
 
@@ -14,15 +13,7 @@ ERROR_QUEUE = QUEUE + ".error"
 
 
 def _drain_error_queue(ch, want, timeout=30):
-    got = []
-    deadline = time.monotonic() + timeout
-    while len(got) < want and time.monotonic() < deadline:
-        method, props, body = ch.basic_get(ERROR_QUEUE, auto_ack=True)
-        if method is None:
-            time.sleep(0.1)
-            continue
-        got.append((props, body))
-    return got
+    return pstest.get_messages(ch, ERROR_QUEUE, want, timeout)
 
 
 def test_undecodable_messages_are_dead_lettered_with_their_reason(penstock_proc, db, clickhouse):
