@@ -10,7 +10,7 @@
 #
 # Every library comes through pkg-config; protobuf code is generated at build time by protoc-c.
 
-PKGS      := grpc gpr libprotobuf-c librabbitmq libcurl jansson libmicrohttpd libsystemd yaml-0.1 sqlite3
+PKGS      := grpc gpr libprotobuf-c librabbitmq libcurl jansson libmicrohttpd libsystemd yaml-0.1 sqlite3 zlib
 CC        ?= cc
 SAN       ?=
 ifeq ($(SAN),address)
@@ -37,8 +37,8 @@ ifeq ($(V),0)
 endif
 
 HEALTH_PROTO_DIR := /usr/share/grpc-proto
-PROTOS    := proto/eventservice.proto
-GEN_C     := $(BUILD)/gen/eventservice.pb-c.c $(BUILD)/gen/grpc/health/v1/health.pb-c.c
+PROTOS    := proto/eventservice.proto proto/spool.proto
+GEN_C     := $(BUILD)/gen/eventservice.pb-c.c $(BUILD)/gen/spool.pb-c.c $(BUILD)/gen/grpc/health/v1/health.pb-c.c
 GEN_H     := $(GEN_C:.c=.h)
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
@@ -52,10 +52,14 @@ UNIT_HELPERS := $(BUILD)/tests/unit/ps_test.o
 # Keep objects that only a test binary needs (make would delete them as intermediates).
 .SECONDARY:
 
-.PHONY: all deps run run-external test test-unit test-sanitize test-integration clean unit-bins
+.PHONY: all deps run run-external test test-unit test-sanitize test-integration test-faults clean unit-bins
 all: $(BUILD)/penstock
 
 $(BUILD)/gen/eventservice.pb-c.c $(BUILD)/gen/eventservice.pb-c.h &: proto/eventservice.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --proto_path=proto --c_out=$(BUILD)/gen $<
+
+$(BUILD)/gen/spool.pb-c.c $(BUILD)/gen/spool.pb-c.h &: proto/spool.proto
 	@mkdir -p $(BUILD)/gen
 	protoc-c --proto_path=proto --c_out=$(BUILD)/gen $<
 
@@ -134,6 +138,11 @@ test-sanitize:
 # End-to-end tests against real RabbitMQ and ClickHouse, started on loopback for the run.
 test-integration: all
 	tests/run-integration $(BUILD)
+
+# Fault injection under load (RabbitMQ and ClickHouse outages, HTTP target 503s, penstock SIGTERM/SIGKILL),
+# on servers of its own; see tests/faults/README.md. CI runs it after `make test`.
+test-faults: all
+	tests/faults/run $(BUILD)
 
 # What CI runs: everything, with one summary line at the end.
 test: unit-bins

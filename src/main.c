@@ -22,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <errno.h>
 
 #include "broker/ps_broker.h"
 #include "config/ps_topology_config.h"
@@ -37,7 +40,9 @@
 #include "ops/ps_monitor.h"
 #include "ops/ps_probe.h"
 #include "queue/ps_queue.h"
+#include "route/ps_replay.h"
 #include "route/ps_router.h"
+#include "spool/ps_spool.h"
 #include "sink/ps_sink.h"
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -106,6 +111,8 @@ static int ps__start_failed(int code, ps_config *cfg, ps_topology_config *tc, ps
   return code;
 }
 
+static int ps__overflow(void *router, ps_batch *b) { return ps_router_spool_batch(router, b); }
+
 static int ps__serve(void) {
   ps_config cfg;
   char err[512];
@@ -165,7 +172,8 @@ static int ps__serve(void) {
   }
   ps_info("penstock starting", "version", PENSTOCK_VERSION, "env", cfg.env, "mode",
           cfg.embedded ? "embedded" : "external", "broker", broker->display, "store",
-          cfg.embedded ? store : cfg.clickhouse_url, "topology", tc.source);
+          cfg.embedded ? store : cfg.clickhouse_url, "topology", tc.source, "ack_mode",
+          cfg.ack_confirmed ? "confirmed" : "enqueued");
   /* Declare the topology before serving, so that its queues exist when health says SERVING (every
      connection declares it again; this one only goes first). Not fatal: the broker may come later. */
   ps_broker_conn *first = NULL;
@@ -174,20 +182,45 @@ static int ps__serve(void) {
   else
     ps_warn("broker: cannot declare the topology yet; every connection retries", "broker", broker->display);
 
+  /* The spool: where messages wait while the broker cannot take them (SPOOL_MAX_BYTES=0: none). */
+  ps_spool *spool = NULL;
+  char spool_dir[4096];
+  snprintf(spool_dir, sizeof spool_dir, "%s", *cfg.spool_dir ? cfg.spool_dir : cfg.data_dir);
+  if (!*cfg.spool_dir)
+    strncat(spool_dir, "/spool", sizeof spool_dir - strlen(spool_dir) - 1);
+  if (cfg.spool_max_bytes > 0) {
+    if (!*cfg.spool_dir && mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST)
+      ps_warn("cannot create DATA_DIR", "path", cfg.data_dir, "error", strerror(errno)); /* the spool says why */
+    ps_spool_options so = {spool_dir, (uint64_t)cfg.spool_max_bytes, 0,
+                           strcasecmp(cfg.spool_fsync, "never") == 0 ? PS_SPOOL_FSYNC_NEVER : PS_SPOOL_FSYNC_ALWAYS};
+    if (ps_spool_open(&so, &spool, err, sizeof err) != 0) {
+      fprintf(stderr, "penstock: %s\n", err);
+      ps_broker_destroy(broker);
+      return ps__start_failed(PS_EXIT_FAIL, &cfg, &tc, queues, bindings);
+    }
+  }
+
   /* CONSUMERS_PER_QUEUE=0 makes an ingest-only instance: the topology is declared, nothing consumed. */
   ps_fleet_options fo = {&tc, broker, cfg.consumers_per_queue == 0, cfg.embedded ? store : NULL};
   ps_fleet *fleet = NULL;
   if (ps_fleet_start(&fo, &fleet, err, sizeof err) != 0) {
     fprintf(stderr, "penstock: configuration error: %s\n", err);
+    ps_spool_close(spool);
     ps_broker_destroy(broker);
     return ps__start_failed(PS_EXIT_USAGE, &cfg, &tc, queues, bindings);
   }
 
   ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);
-  ps_router_options ro = {cfg.worker_pool_size, tc.event_exchange, tc.dead_letter_exchange, PS_SKIPPED_QUEUE};
+  ps_router_options ro = {cfg.worker_pool_size, tc.event_exchange,   tc.dead_letter_exchange, PS_SKIPPED_QUEUE,
+                          cfg.publish_window,    cfg.publish_confirm_timeout_ms, spool};
   ps_router *router = ps_router_start(&ro, q, broker);
+  ps_replay_options rpo = {broker, spool, cfg.publish_window, cfg.publish_confirm_timeout_ms,
+                           tc.dead_letter_exchange, PS_SKIPPED_QUEUE};
+  ps_replay *replay = spool ? ps_replay_start(&rpo) : NULL;
 
-  ps_dispatch *dispatch = ps_dispatch_create(q, cfg.dispatch_timeout_ms);
+  ps_dispatch *dispatch = ps_dispatch_create(q, cfg.dispatch_timeout_ms, cfg.ack_confirmed);
+  if (spool) /* a queue full for DISPATCH_TIMEOUT_MS overflows into the spool before refusing calls */
+    ps_dispatch_set_overflow(dispatch, ps__overflow, router);
   ps_metrics_gauge_fn("penstock_queue_depth", "", "batches in the queue between dispatch and the workers",
                       ps__g_queue_depth, q);
   ps_metrics_gauge_fn("penstock_queue_capacity", "", "capacity of that queue (EVENT_BUFFERED_CHANNEL_SIZE)",
@@ -237,17 +270,20 @@ static int ps__serve(void) {
 
   ps_probe_set_draining(probe);
   int64_t deadline = ps_now_ns() + (int64_t)cfg.shutdown_timeout_ms * 1000000;
+  ps_router_set_deadline(router, deadline); /* calls awaiting confirms are answered by then */
   if (server && ps_grpc_server_shutdown(server, deadline) != 0)
     exit_code = PS_EXIT_FAIL;
   ps_queue_close(q);
   if (ps_router_stop(router, deadline) != 0)
     exit_code = PS_EXIT_FAIL;
+  ps_replay_stop(replay); /* what it has not published stays in the spool */
   ps_fleet_stop(fleet, deadline);
   /* The monitor serves until here, reporting the drain; the gauges it reads die after it. */
   ps_monitor_stop(monitor);
   ps_probe_stop(probe);
   ps_dispatch_destroy(dispatch);
   ps_queue_destroy(q);
+  ps_spool_close(spool);
   ps_broker_destroy(broker);
   ps_topology_config_free(&tc);
   free(queues);

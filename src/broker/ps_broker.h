@@ -11,6 +11,12 @@
  * is unusable: close it and connect again (with backoff). Deliveries stay
  * unacknowledged until ack/nack; closing a connection returns them to their
  * queue.
+ *
+ * Publisher confirms: after confirm_select, the broker confirms every publish
+ * of the connection, numbered 1, 2, ... in publish order; `confirms` reads
+ * those confirmations (and the mandatory messages it could not route, each
+ * reported before its confirmation) as they arrive. A publish that was never
+ * confirmed when the connection died may or may not have been routed.
  */
 #ifndef PS_BROKER_H
 #define PS_BROKER_H
@@ -64,6 +70,7 @@ typedef struct ps_message {
   const char *message_id;
   int64_t timestamp; /* unix seconds; 0: none */
   int persistent;
+  int mandatory; /* unroutable: returned (see ps_confirm_handler), not dropped */
   const ps_broker_arg *headers; /* application headers (dead-letter reasons, ...) */
   size_t nheaders;
   const void *body;
@@ -84,6 +91,16 @@ typedef struct ps_delivery {
   size_t len;
 } ps_delivery;
 
+/** What ps_broker_confirms reports, on the calling thread. */
+typedef struct ps_confirm_handler {
+  void *ctx;
+  /* Publish number seq (and every earlier one not yet reported, if multiple) was
+     confirmed (ack = 1: the broker took responsibility) or refused (ack = 0). */
+  void (*confirm)(void *ctx, uint64_t seq, int multiple, int ack);
+  /* A mandatory message could not be routed; its confirmation follows. */
+  void (*returned)(void *ctx, const char *message_id, int reply_code, const char *reply_text);
+} ps_confirm_handler;
+
 struct ps_broker_ops {
   const char *name;
   int (*connect)(ps_broker *b, ps_broker_conn **out);
@@ -96,6 +113,11 @@ struct ps_broker_ops {
   int (*nack)(ps_broker_conn *c, uint64_t tag, int multiple, int requeue);
   /* A cheap round trip proving the connection works: 0 or PS_ECONN. */
   int (*ping)(ps_broker_conn *c);
+  /* Turns publisher confirms on for the connection's later publishes: 0 or PS_ECONN. */
+  int (*confirm_select)(ps_broker_conn *c);
+  /* Reports what arrived, waiting up to timeout_ms for the first report:
+     0 (at least one), PS_ETIMEDOUT (none), PS_ECONN. */
+  int (*confirms)(ps_broker_conn *c, const ps_confirm_handler *h, int timeout_ms);
   void (*close)(ps_broker_conn *c);
   void (*destroy)(ps_broker *b);
 };
@@ -162,6 +184,10 @@ static inline int ps_broker_nack(ps_broker_conn *c, uint64_t tag, int multiple, 
   return c->ops->nack(c, tag, multiple, requeue);
 }
 static inline int ps_broker_ping(ps_broker_conn *c) { return c->ops->ping(c); }
+static inline int ps_broker_confirm_select(ps_broker_conn *c) { return c->ops->confirm_select(c); }
+static inline int ps_broker_confirms(ps_broker_conn *c, const ps_confirm_handler *h, int timeout_ms) {
+  return c->ops->confirms(c, h, timeout_ms);
+}
 /** Closes c; accepts NULL. */
 static inline void ps_broker_close(ps_broker_conn *c) {
   if (c)

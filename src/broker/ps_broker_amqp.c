@@ -193,7 +193,7 @@ static int ps__amqp_publish(ps_broker_conn *bc, const ps_message *m) {
   }
   amqp_bytes_t body = {m->len, (void *)m->body};
   int st = amqp_basic_publish(c->conn, PS__CHANNEL, amqp_cstring_bytes(m->exchange),
-                              amqp_cstring_bytes(m->routing_key), 0, 0, &p, body);
+                              amqp_cstring_bytes(m->routing_key), m->mandatory ? 1 : 0, 0, &p, body);
   if (st != AMQP_STATUS_OK) {
     ps_warn("amqp: publish failed", "error", amqp_error_string2(st));
     return PS_ECONN;
@@ -303,6 +303,76 @@ static int ps__amqp_ping(ps_broker_conn *bc) {
   return ps__check(c, "ping");
 }
 
+static int ps__amqp_confirm_select(ps_broker_conn *bc) {
+  ps__amqp_conn *c = (ps__amqp_conn *)bc;
+  amqp_confirm_select(c->conn, PS__CHANNEL);
+  return ps__check(c, "confirm.select");
+}
+
+/* A basic.return is followed by the returned message's header and body frames. */
+static int ps__amqp_returned(ps__amqp_conn *c, const amqp_basic_return_t *ret, const ps_confirm_handler *h) {
+  char text[256], id[256];
+  ps__cstr(text, sizeof text, ret->reply_text, 1);
+  int code = ret->reply_code;
+  amqp_message_t msg;
+  amqp_rpc_reply_t r = amqp_read_message(c->conn, PS__CHANNEL, &msg, 0);
+  if (r.reply_type != AMQP_RESPONSE_NORMAL)
+    return ps__rpc_fail(r, "basic.return");
+  ps__cstr(id, sizeof id, msg.properties.message_id, msg.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG);
+  amqp_destroy_message(&msg);
+  if (h->returned)
+    h->returned(h->ctx, id, code, text);
+  return 0;
+}
+
+static int ps__amqp_confirms(ps_broker_conn *bc, const ps_confirm_handler *h, int timeout_ms) {
+  ps__amqp_conn *c = (ps__amqp_conn *)bc;
+  amqp_maybe_release_buffers(c->conn);
+  int reported = 0;
+  /* The first frame may be waited for; after it, only what has already arrived is read (at most
+     a bounded number of frames, so that a steady stream of confirms still lets the caller publish). */
+  for (int frames = 0; frames < 4096; frames++) {
+    int ms = reported ? 0 : timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    amqp_frame_t f;
+    int st = amqp_simple_wait_frame_noblock(c->conn, &f, &tv);
+    if (st == AMQP_STATUS_TIMEOUT)
+      return reported ? 0 : PS_ETIMEDOUT;
+    if (st != AMQP_STATUS_OK) {
+      ps_warn("amqp: reading publisher confirms failed", "error", amqp_error_string2(st));
+      return PS_ECONN;
+    }
+    if (f.frame_type != AMQP_FRAME_METHOD)
+      continue;
+    switch (f.payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+      amqp_basic_ack_t *a = f.payload.method.decoded;
+      h->confirm(h->ctx, a->delivery_tag, a->multiple, 1);
+      reported = 1;
+      break;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+      amqp_basic_nack_t *a = f.payload.method.decoded;
+      h->confirm(h->ctx, a->delivery_tag, a->multiple, 0);
+      reported = 1;
+      break;
+    }
+    case AMQP_BASIC_RETURN_METHOD:
+      if (ps__amqp_returned(c, f.payload.method.decoded, h) != 0)
+        return PS_ECONN;
+      reported = 1;
+      break;
+    case AMQP_CHANNEL_CLOSE_METHOD:
+    case AMQP_CONNECTION_CLOSE_METHOD:
+      ps_warn("amqp: broker closed the publisher's channel");
+      return PS_ECONN;
+    default:
+      break;
+    }
+  }
+  return 0;
+}
+
 static void ps__amqp_destroy(ps_broker *bb) {
   ps__amqp_broker *b = (ps__amqp_broker *)bb;
   if (!b)
@@ -314,8 +384,8 @@ static void ps__amqp_destroy(ps_broker *bb) {
 
 static const ps_broker_ops ps__amqp_ops = {
     "rabbitmq",         ps__amqp_connect, ps__amqp_publish, ps__amqp_consume, ps__amqp_next,
-    ps__amqp_release,   ps__amqp_ack,     ps__amqp_nack,    ps__amqp_ping,    ps__amqp_close,
-    ps__amqp_destroy,
+    ps__amqp_release,   ps__amqp_ack,     ps__amqp_nack,    ps__amqp_ping,    ps__amqp_confirm_select,
+    ps__amqp_confirms,  ps__amqp_close,   ps__amqp_destroy,
 };
 
 int ps_broker_amqp_create(const char *url, const ps_topology *topology, ps_broker **out, char *err,

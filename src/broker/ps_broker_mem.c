@@ -181,6 +181,12 @@ typedef struct {
   ps__payload *cur; /* the delivery next handed out, until release */
   size_t *targets;  /* scratch for routing: queue indices */
   unsigned char *mark;
+  /* Publisher confirms: a publish is done (stored, durably if it is persistent) when it returns,
+     so it is confirmed at once; mandatory messages that found no queue wait in returned[]. */
+  int confirming;
+  uint64_t published, confirmed;
+  char **returned;
+  size_t nreturned, capreturned;
 } ps__mem_conn;
 
 static const ps_broker_ops ps__mem_ops;
@@ -647,6 +653,9 @@ static void ps__mem_close(ps_broker_conn *bc) {
     ps__requeue(b, c->q, c->unacked, c->nunacked);
   free(c->targets);
   free(c->mark);
+  for (size_t i = 0; i < c->nreturned; i++)
+    free(c->returned[i]);
+  free(c->returned);
   atomic_fetch_sub(&b->conns, 1);
   free(c);
 }
@@ -687,7 +696,22 @@ static int ps__mem_publish(ps_broker_conn *bc, const ps_message *m) {
   }
   size_t n = ps__route(b, x, rk, c->targets, c->mark);
   if (!n) {
+    if (c->confirming && m->mandatory) {
+      if (c->nreturned == c->capreturned) {
+        c->capreturned = c->capreturned ? c->capreturned * 2 : 16;
+        c->returned = realloc(c->returned, c->capreturned * sizeof *c->returned);
+        if (!c->returned)
+          abort();
+      }
+      c->returned[c->nreturned] = strdup(m->message_id ? m->message_id : "");
+      if (!c->returned[c->nreturned])
+        abort();
+      c->nreturned++;
+      c->published++;
+      return 0;
+    }
     ps__unroutable(x, rk);
+    c->published += c->confirming;
     return 0;
   }
   char *headers = m->nheaders ? ps__headers_json(m->headers, m->nheaders) : NULL;
@@ -704,7 +728,31 @@ static int ps__mem_publish(ps_broker_conn *bc, const ps_message *m) {
   }
   if (rc != 0)
     free(p);
+  else
+    c->published += c->confirming;
   return rc;
+}
+
+static int ps__mem_confirm_select(ps_broker_conn *bc) {
+  ((ps__mem_conn *)bc)->confirming = 1;
+  return 0;
+}
+
+static int ps__mem_confirms(ps_broker_conn *bc, const ps_confirm_handler *h, int timeout_ms) {
+  ps__mem_conn *c = (ps__mem_conn *)bc;
+  (void)timeout_ms; /* nothing is ever pending longer than its publish call */
+  for (size_t i = 0; i < c->nreturned; i++) {
+    if (h->returned)
+      h->returned(h->ctx, c->returned[i], 312, "NO_ROUTE");
+    free(c->returned[i]);
+  }
+  int reported = c->nreturned > 0 || c->published > c->confirmed;
+  c->nreturned = 0;
+  if (c->published > c->confirmed) {
+    c->confirmed = c->published;
+    h->confirm(h->ctx, c->published, 1, 1);
+  }
+  return reported ? 0 : PS_ETIMEDOUT;
 }
 
 static int ps__mem_consume(ps_broker_conn *bc, const char *queue, int prefetch, const char *tag) {
@@ -983,7 +1031,8 @@ static void ps__mem_destroy(ps_broker *bb) {
 
 static const ps_broker_ops ps__mem_ops = {
     "embedded",  ps__mem_connect, ps__mem_publish, ps__mem_consume, ps__mem_next,    ps__mem_release,
-    ps__mem_ack, ps__mem_nack,    ps__mem_ping,    ps__mem_close,   ps__mem_destroy,
+    ps__mem_ack, ps__mem_nack,    ps__mem_ping,    ps__mem_confirm_select, ps__mem_confirms,
+    ps__mem_close, ps__mem_destroy,
 };
 
 static int ps__arg_int(const ps_broker_arg *a, int64_t *v) {

@@ -47,6 +47,14 @@ typedef struct ps_batch {
   int64_t received_unix;    /* wall-clock seconds when the call arrived */
   uint32_t n_events;        /* events with a type (the ones to publish) */
   uint32_t n_skipped;       /* events without a type (not published) */
+  /* Called once by the router when every message of the batch is confirmed by
+     the broker or written to the spool (rc 0), or when some could not be
+     (rc < 0: PS_EFULL, PS_EIO, PS_ETIMEDOUT); the router frees the batch right
+     after. NULL: nobody waits (ACK_MODE=enqueued). */
+  void (*settled)(struct ps_batch *b, int rc);
+  void *settled_ctx;
+  uint32_t pending;         /* the router's: messages not yet settled */
+  int failed;               /* the router's: the first failure, or 0 */
 } ps_batch;
 
 /** Frees the batch and its arena; accepts NULL. */

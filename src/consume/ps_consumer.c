@@ -33,11 +33,15 @@
 #include "core/ps_metrics.h"
 #include "queue/ps_queue.h"
 
+/* How long a dead letter may wait for the broker's confirmation before the original is given back. */
+#define PS__DL_CONFIRM_MS 10000
+
 typedef struct ps__consumer {
   ps_consumer_group *g;
   int id;
   pthread_t thread;
   ps_broker_conn *conn;
+  ps_dead_letter_sender dls; /* dead letters, confirmed before the original is acknowledged */
   ps_decoder *dec;
   ps_sink *sink;
   int sink_open;       /* the sink's table is known to exist */
@@ -143,7 +147,7 @@ static int ps__dead_letter_pending(ps__consumer *c, const struct ps__pending *pm
     snprintf(reason, sizeof reason, "rejected by sink: %s", why);
   ps_dead_letter dl = {g->opt.dead_letter_exchange, g->opt.queue, reason, g->opt.queue,
                        g->opt.name ? g->opt.name : g->opt.queue, rk, id, ct, base, pm->len};
-  if (ps_dead_letter_publish(c->conn, &dl) != 0)
+  if (ps_dead_letter_send(&c->dls, &dl, PS__DL_CONFIRM_MS) != 0)
     return PS_ECONN;
   ps_counter_add(g->m_dead_rejected, 1);
   ps_error("consumer: sink refused a message's rows; dead-lettered", "queue", g->opt.queue, "message_id", id,
@@ -286,7 +290,7 @@ static void ps__dead_letter(ps__consumer *c, const ps_delivery *d, const char *r
   ps_dead_letter dl = {g->opt.dead_letter_exchange, g->opt.queue, reason, g->opt.queue,
                        g->opt.name ? g->opt.name : g->opt.queue, rk, d->message_id, d->content_type,
                        d->body, d->len};
-  if (ps_dead_letter_publish(c->conn, &dl) != 0 || ps_broker_ack(c->conn, d->tag, 0) != 0) {
+  if (ps_dead_letter_send(&c->dls, &dl, PS__DL_CONFIRM_MS) != 0 || ps_broker_ack(c->conn, d->tag, 0) != 0) {
     ps_warn("consumer: cannot dead-letter a message; it will be redelivered", "queue", g->opt.queue);
     ps__drop_conn(c);
     return;
@@ -493,6 +497,7 @@ static void *ps__consumer_main(void *arg) {
             g->opt.queue);
   if (c->conn)
     ps__drop_conn(c);
+  ps_dead_letter_sender_close(&c->dls);
   ps_sink_destroy(c->sink);
   ps_decoder_destroy(c->dec);
   free(c->pending);
@@ -543,6 +548,7 @@ ps_consumer_group *ps_consumers_start(const ps_consumer_options *opt, ps_broker 
   g->consumers = calloc((size_t)(opt->count > 0 ? opt->count : 1), sizeof *g->consumers);
   for (int i = 0; i < opt->count; i++) {
     g->consumers[i].g = g;
+    g->consumers[i].dls.broker = broker;
     g->consumers[i].id = i;
     if (pthread_create(&g->consumers[i].thread, NULL, ps__consumer_main, &g->consumers[i]) != 0)
       abort();

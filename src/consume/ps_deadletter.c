@@ -1,6 +1,10 @@
 /* ps_deadletter: publishing dead letters with their reason (see ps_deadletter.h). */
 #include "consume/ps_deadletter.h"
 
+#include "core/ps_error.h"
+#include "core/ps_log.h"
+#include "queue/ps_queue.h"
+
 #include <stdio.h>
 #include <time.h>
 
@@ -31,9 +35,54 @@ void ps_dead_letter_message(const ps_dead_letter *dl, ps_dead_letter_headers *h,
   };
 }
 
-int ps_dead_letter_publish(ps_broker_conn *c, const ps_dead_letter *dl) {
+static void ps__dl_confirm(void *ctx, uint64_t seq, int multiple, int ack) {
+  ps_dead_letter_sender *s = ctx;
+  (void)multiple;
+  if (!ack)
+    s->nacked = 1;
+  else if (seq > s->confirmed)
+    s->confirmed = seq;
+}
+
+void ps_dead_letter_sender_close(ps_dead_letter_sender *s) {
+  ps_broker_close(s->conn);
+  s->conn = NULL;
+}
+
+int ps_dead_letter_send(ps_dead_letter_sender *s, const ps_dead_letter *dl, int timeout_ms) {
+  if (!s->conn) {
+    int rc = ps_broker_connect(s->broker, &s->conn);
+    if (rc == 0 && (rc = ps_broker_confirm_select(s->conn)) != 0)
+      ps_broker_close(s->conn);
+    if (rc != 0) {
+      s->conn = NULL;
+      return PS_ECONN;
+    }
+    s->seq = s->confirmed = 0;
+  }
   ps_dead_letter_headers h;
   ps_message m;
   ps_dead_letter_message(dl, &h, &m);
-  return ps_broker_publish(c, &m);
+  /* Not mandatory: a queue declared without `dead_letter: true` has no `.error` queue, and RabbitMQ drops
+     its dead letters, as the topology asks; the others route, since penstock declares their bindings. */
+  s->nacked = 0;
+  int rc = ps_broker_publish(s->conn, &m);
+  uint64_t mine = ++s->seq;
+  ps_confirm_handler handler = {s, ps__dl_confirm, NULL};
+  int64_t until = ps_now_ns() + (int64_t)timeout_ms * 1000000;
+  while (rc == 0 && s->confirmed < mine && !s->nacked) {
+    int64_t left = (until - ps_now_ns()) / 1000000;
+    if (left <= 0) {
+      rc = PS_ETIMEDOUT;
+      break;
+    }
+    int r = ps_broker_confirms(s->conn, &handler, (int)left);
+    if (r == PS_ECONN)
+      rc = PS_ECONN;
+  }
+  if (rc == 0 && s->nacked)
+    rc = PS_EREJECTED;
+  if (rc != 0)
+    ps_dead_letter_sender_close(s); /* a fresh connection: no confirm of this one can arrive late */
+  return rc;
 }

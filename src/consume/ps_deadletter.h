@@ -42,7 +42,28 @@ typedef struct ps_dead_letter_headers {
 /** Builds the message for dl in *m; m borrows from dl and h. */
 void ps_dead_letter_message(const ps_dead_letter *dl, ps_dead_letter_headers *h, ps_message *m);
 
-/** Publishes dl on c. Returns 0 or the broker's error (PS_ECONN: reconnect, retry). */
-int ps_dead_letter_publish(ps_broker_conn *c, const ps_dead_letter *dl);
+/**
+ * A confirmed sender of dead letters: its own broker connection in
+ * publisher-confirm mode, opened when first needed (a consuming connection
+ * cannot wait for confirms without taking deliveries). Owned by one thread.
+ */
+typedef struct ps_dead_letter_sender {
+  ps_broker *broker;
+  ps_broker_conn *conn;
+  uint64_t seq;      /* publishes on conn */
+  uint64_t confirmed; /* highest publish number acknowledged */
+  int nacked;
+} ps_dead_letter_sender;
+
+/**
+ * Publishes dl and waits up to timeout_ms for the broker to confirm it, so
+ * that the caller may then acknowledge the original. Returns 0, or PS_ECONN /
+ * PS_ETIMEDOUT / PS_EREJECTED (refused: the connection is closed and reopened
+ * at the next call): keep the original unacknowledged.
+ */
+int ps_dead_letter_send(ps_dead_letter_sender *s, const ps_dead_letter *dl, int timeout_ms);
+
+/** Closes the sender's connection (it reopens when used again). */
+void ps_dead_letter_sender_close(ps_dead_letter_sender *s);
 
 #endif

@@ -7,8 +7,7 @@
 
 #include "queue/ps_queue.h"
 
-void ps_backoff_sleep(int attempt, int base_ms, int max_ms, const _Atomic int64_t *deadline_ns,
-                      const _Atomic int *stop) {
+int ps_backoff_ms(int attempt, int base_ms, int max_ms) {
   int64_t cap = base_ms;
   for (int i = 0; i < attempt && cap < max_ms; i++)
     cap *= 2;
@@ -17,7 +16,12 @@ void ps_backoff_sleep(int attempt, int base_ms, int max_ms, const _Atomic int64_
   static _Thread_local unsigned seed;
   if (!seed)
     seed = (unsigned)ps_now_ns() ^ (unsigned)(uintptr_t)&seed;
-  int64_t ms = cap / 2 + (int64_t)(rand_r(&seed) % (unsigned)(cap / 2 + 1));
+  return (int)(cap / 2 + (int64_t)(rand_r(&seed) % (unsigned)(cap / 2 + 1)));
+}
+
+void ps_backoff_sleep(int attempt, int base_ms, int max_ms, const _Atomic int64_t *deadline_ns,
+                      const _Atomic int *stop) {
+  int64_t ms = ps_backoff_ms(attempt, base_ms, max_ms);
   int64_t end = ps_now_ns() + ms * 1000000;
   for (;;) {
     int64_t until = end;

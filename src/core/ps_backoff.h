@@ -11,6 +11,9 @@
 
 #include <stdint.h>
 
+/** The attempt-th wait, in ms: a random time between half and all of min(base_ms * 2^attempt, max_ms). */
+int ps_backoff_ms(int attempt, int base_ms, int max_ms);
+
 /**
  * Sleeps for the attempt-th step: a random time between half and all of
  * min(base_ms * 2^attempt, max_ms). Returns early once *deadline_ns

@@ -32,10 +32,22 @@ static const ps_setting ps__settings[] = {
      "Publishing workers, each with its own AMQP connection. Default: the number of cores."},
     {"EVENT_EXCHANGE", PS_SETTING_STRING, OFF(event_exchange), "grpc_event.tx", 0, 0, 0,
      "Durable topic exchange that events are published to, routing key = event type name (the built-in topology's event_exchange)."},
+    {"ACK_MODE", PS_SETTING_STRING, OFF(ack_mode), "confirmed", 0, 0, 0,
+     "When dispatch answers SUCCESS: confirmed (once RabbitMQ confirmed every event of the batch, or they are on disk in the spool) or enqueued (once the batch is in the in-memory queue: faster, but a crash loses what the queue held)."},
+    {"PUBLISH_CONFIRM_WINDOW", PS_SETTING_INT, OFF(publish_window), "256", 1, 65535, 0,
+     "Messages each worker may have published and not yet confirmed by RabbitMQ."},
+    {"PUBLISH_CONFIRM_TIMEOUT_MS", PS_SETTING_INT, OFF(publish_confirm_timeout_ms), "10000", 100, 3600000, 0,
+     "A publish not confirmed within this time counts as failed: the connection is dropped and the message republished or spooled."},
+    {"SPOOL_DIR", PS_SETTING_STRING, OFF(spool_dir), "", 0, 0, 0,
+     "Directory of the local spool, where messages wait while RabbitMQ is unreachable (one penstock per directory). Default: DATA_DIR/spool."},
+    {"SPOOL_MAX_BYTES", PS_SETTING_BYTES, OFF(spool_max_bytes), "1073741824", 0, 1LL << 50, 0,
+     "Bound on the spool's size on disk; when it is full, dispatch answers UNAVAILABLE. 0: no spool (workers hold batches and retry)."},
+    {"SPOOL_FSYNC", PS_SETTING_STRING, OFF(spool_fsync), "always", 0, 0, 0,
+     "always: spooled messages are on disk (fdatasync) before the client is answered; never: written, not synced (survives a crash of penstock, not of the machine)."},
     {"PENSTOCK_MODE", PS_SETTING_STRING, OFF(mode), "auto", 0, 0, 0,
      "embedded (an in-process broker and an SQLite store under DATA_DIR: no RabbitMQ, no ClickHouse), external (RabbitMQ and ClickHouse), or auto: embedded when neither RABBITMQ_URL nor CLICKHOUSE_URL is set."},
     {"DATA_DIR", PS_SETTING_STRING, OFF(data_dir), "data", 0, 0, 0,
-     "Embedded mode's directory (created if missing): penstock.db (the tables, SQLite) and broker.db (messages not yet acknowledged)."},
+     "penstock's directory (created if missing): the spool (unless SPOOL_DIR is set) and, in embedded mode, penstock.db (the tables, SQLite) and broker.db (messages not yet acknowledged)."},
     {"RABBITMQ_URL", PS_SETTING_STRING, OFF(rabbitmq_url), "amqp://guest:guest@127.0.0.1:5672/", 0, 0, PS_SETTING_SECRET,
      "RabbitMQ broker (amqp://user:password@host:port/vhost)."},
     {"CONSUMERS_PER_QUEUE", PS_SETTING_INT, OFF(consumers_per_queue), "2", 0, 256, 0,
@@ -284,6 +296,14 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
   }
   if (cfg->embedded && !*cfg->data_dir)
     return ps__fail(err, errlen, "DATA_DIR: must not be empty in embedded mode");
+  if (strcasecmp(cfg->ack_mode, "confirmed") == 0)
+    cfg->ack_confirmed = 1;
+  else if (strcasecmp(cfg->ack_mode, "enqueued") != 0)
+    return ps__fail(err, errlen, "ACK_MODE=%s: expected confirmed or enqueued", cfg->ack_mode);
+  if (strcasecmp(cfg->spool_fsync, "always") && strcasecmp(cfg->spool_fsync, "never"))
+    return ps__fail(err, errlen, "SPOOL_FSYNC=%s: expected always or never", cfg->spool_fsync);
+  if (cfg->spool_max_bytes && !*cfg->spool_dir && !*cfg->data_dir)
+    return ps__fail(err, errlen, "SPOOL_DIR: DATA_DIR is empty; set SPOOL_DIR, or SPOOL_MAX_BYTES=0 for no spool");
   return 0;
 }
 

@@ -24,6 +24,13 @@ typedef struct ps_config {
   int dispatch_timeout_ms;
   int worker_pool_size;
   char *event_exchange;
+  char *ack_mode;          /* ACK_MODE: confirmed, enqueued */
+  int ack_confirmed;       /* resolved from ack_mode (not a setting) */
+  int publish_window;      /* PUBLISH_CONFIRM_WINDOW: unconfirmed messages per worker */
+  int publish_confirm_timeout_ms;
+  char *spool_dir;         /* "": DATA_DIR/spool */
+  long long spool_max_bytes; /* 0: no spool */
+  char *spool_fsync;       /* always, never */
   char *mode;              /* PENSTOCK_MODE: auto, embedded, external */
   char *data_dir;
   int embedded;            /* resolved from mode (not a setting) */

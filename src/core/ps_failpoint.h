@@ -7,7 +7,8 @@
  * an internal failure answers an error and leaves the process serving; it is
  * not meant for production use.
  *
- * Fail points: dispatch.internal (a dispatch handler fails internally).
+ * Fail points: dispatch.internal (a dispatch handler fails internally),
+ * spool.write and spool.fdatasync (a spool append fails with EIO).
  */
 #ifndef PS_FAILPOINT_H
 #define PS_FAILPOINT_H

@@ -30,17 +30,30 @@
   X(events_rejected_queue_full, "penstock_events_rejected_total", "reason=\"queue_full\"", NULL)            \
   X(events_rejected_deadline, "penstock_events_rejected_total", "reason=\"deadline\"", NULL)                \
   X(events_rejected_shutdown, "penstock_events_rejected_total", "reason=\"shutdown\"", NULL)                \
+  X(events_rejected_unstored, "penstock_events_rejected_total", "reason=\"unstored\"", NULL)                \
   X(batches_rejected_invalid, "penstock_batches_rejected_total", "reason=\"invalid\"",                      \
     "dispatch calls refused, by reason")                                                                    \
   X(batches_rejected_queue_full, "penstock_batches_rejected_total", "reason=\"queue_full\"", NULL)          \
   X(batches_rejected_deadline, "penstock_batches_rejected_total", "reason=\"deadline\"", NULL)              \
   X(batches_rejected_shutdown, "penstock_batches_rejected_total", "reason=\"shutdown\"", NULL)              \
+  X(batches_rejected_unstored, "penstock_batches_rejected_total", "reason=\"unstored\"", NULL)              \
   X(events_skipped_no_payload, "penstock_events_skipped_total", "reason=\"no_payload\"",                    \
     "events accepted without a type and not published, by reason")                                         \
   X(events_skipped_unknown_type, "penstock_events_skipped_total", "reason=\"unknown_type\"", NULL)          \
   X(messages_published_total, "penstock_messages_published_total", "", "messages published to the event exchange") \
   X(events_published_total, "penstock_events_published_total", "", "events in the messages published")    \
   X(publish_errors_total, "penstock_publish_errors_total", "", "publish attempts that failed (and were retried)") \
+  X(publish_nacks_total, "penstock_publish_nacks_total", "", "publishes the broker refused (nack), published again or spooled") \
+  X(publish_confirm_timeouts_total, "penstock_publish_confirm_timeouts_total", "",                          \
+    "connections dropped because a publish was not confirmed within PUBLISH_CONFIRM_TIMEOUT_MS")             \
+  X(publish_unconfirmed, "penstock_publish_unconfirmed", "", "messages published and not yet confirmed (gauge)") \
+  X(messages_returned_total, "penstock_messages_returned_total", "",                                        \
+    "messages the broker could not route (mandatory), dead-lettered to grpc_event_skipped.error")           \
+  X(events_spooled_total, "penstock_events_spooled_total", "",                                               \
+    "events written to the local spool (broker unreachable or not confirming)")                             \
+  X(messages_spooled_total, "penstock_messages_spooled_total", "", "messages written to the local spool")    \
+  X(spool_replayed_messages_total, "penstock_spool_replayed_messages_total", "",                            \
+    "spooled messages published again and confirmed")                                                       \
   X(publish_given_up_events_total, "penstock_publish_given_up_events_total", "",                           \
     "events not published: the shutdown deadline passed with the broker unreachable")                      \
   X(broker_reconnects_publisher, "penstock_broker_reconnects_total", "role=\"publisher\"",                  \

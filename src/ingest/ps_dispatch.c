@@ -39,6 +39,9 @@ typedef struct ps__parked {
 
 struct ps_dispatch {
   ps_queue *q;
+  int confirmed; /* ACK_MODE=confirmed: answer when the router settles the batch */
+  int (*overflow)(void *ctx, ps_batch *b); /* takes a batch the full queue would refuse (the spool) */
+  void *overflow_ctx;
   int64_t timeout_ns;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -64,7 +67,50 @@ static void ps__accepted(uint32_t n_events, ps_dispatch_done_fn done, void *ctx,
   done(ctx, GRPC_STATUS_OK, reply, n_events);
 }
 
-static void ps__reject(ps__parked *p, int rc) {
+/* ACK_MODE=confirmed: who to answer once the router settled the batch (in the batch's arena). */
+typedef struct ps__waiting {
+  ps_dispatch_done_fn done;
+  void *ctx;
+  uint32_t n_events;
+  char reply[160];
+} ps__waiting;
+
+static void ps__settled(ps_batch *b, int rc) {
+  ps__waiting *w = b->settled_ctx;
+  if (rc == 0) {
+    ps__accepted(w->n_events, w->done, w->ctx, w->reply);
+    return;
+  }
+  PS_COUNT(batches_rejected_unstored, 1);
+  PS_COUNT(events_rejected_unstored, w->n_events);
+  char m[200];
+  snprintf(m, sizeof m, "not stored: the broker is unreachable and %s; retry later",
+           rc == PS_EFULL ? "the spool is full" : rc == PS_ETIMEDOUT ? "penstock is shutting down" : "the spool failed");
+  w->done(w->ctx, GRPC_STATUS_UNAVAILABLE, m, w->n_events);
+}
+
+/* Makes the batch answer its caller when settled (ACK_MODE=confirmed); returns 1 if it does. */
+static int ps__wait_settled(ps_dispatch *d, ps_batch *b, ps_dispatch_done_fn done, void *ctx, const char *reply) {
+  if (!d->confirmed)
+    return 0;
+  ps__waiting *w = ps_arena_alloc(b->arena, sizeof *w);
+  w->done = done;
+  w->ctx = ctx;
+  w->n_events = b->n_events + b->n_skipped;
+  snprintf(w->reply, sizeof w->reply, "%s", reply);
+  b->settled = ps__settled;
+  b->settled_ctx = w;
+  return 1;
+}
+
+static void ps__reject(ps_dispatch *d, ps__parked *p, int rc) {
+  if (rc == PS_ETIMEDOUT && !p->deadline_is_call && d->overflow && d->overflow(d->overflow_ctx, p->batch) == 0) {
+    /* The queue stayed full for DISPATCH_TIMEOUT_MS: the batch is in the spool instead (on disk). */
+    ps_batch_destroy(p->batch);
+    ps__accepted(p->n_events, p->done, p->ctx, p->reply);
+    free(p);
+    return;
+  }
   ps_batch_destroy(p->batch);
   if (rc == PS_ETIMEDOUT && p->deadline_is_call) {
     PS_COUNT(batches_rejected_deadline, 1);
@@ -134,16 +180,17 @@ static void *ps__waiter_main(void *arg) {
 
     if (p_done) {
       if (rc == 0) {
-        ps__accepted(p->n_events, p->done, p->ctx, p->reply);
+        if (!d->confirmed) /* else the router answers when it settles the batch */
+          ps__accepted(p->n_events, p->done, p->ctx, p->reply);
         free(p);
       } else {
-        ps__reject(p, rc);
+        ps__reject(d, p, rc);
       }
     }
     while (expired) {
       ps__parked *o = expired;
       expired = o->next;
-      ps__reject(o, PS_ETIMEDOUT);
+      ps__reject(d, o, PS_ETIMEDOUT);
     }
     pthread_mutex_lock(&d->mu);
   }
@@ -151,11 +198,12 @@ static void *ps__waiter_main(void *arg) {
   return NULL;
 }
 
-ps_dispatch *ps_dispatch_create(ps_queue *q, int timeout_ms) {
+ps_dispatch *ps_dispatch_create(ps_queue *q, int timeout_ms, int confirmed) {
   ps_dispatch *d = calloc(1, sizeof *d);
   if (!d)
     abort();
   d->q = q;
+  d->confirmed = confirmed;
   d->timeout_ns = (int64_t)timeout_ms * 1000000;
   pthread_mutex_init(&d->mu, NULL);
   pthread_cond_init(&d->cv, NULL);
@@ -175,6 +223,13 @@ void ps_dispatch_destroy(ps_dispatch *d) {
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->cv);
   free(d);
+}
+
+void ps_dispatch_set_overflow(ps_dispatch *d, int (*fn)(void *ctx, ps_batch *b), void *ctx) {
+  pthread_mutex_lock(&d->mu);
+  d->overflow = fn;
+  d->overflow_ctx = ctx;
+  pthread_mutex_unlock(&d->mu);
 }
 
 size_t ps_dispatch_parked(ps_dispatch *d) {
@@ -246,6 +301,10 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
   b->msg = msg;
   b->received_unix = (int64_t)time(NULL);
   b->n_events = b->n_skipped = 0;
+  b->settled = NULL;
+  b->settled_ctx = NULL;
+  b->pending = 0;
+  b->failed = 0;
   size_t unknown = 0;
   for (size_t i = 0; i < msg->n_events; i++) {
     if (ps_event_type_name(msg->events[i])) {
@@ -258,6 +317,7 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
 
   char reply[160];
   ps__reply_success(b, unknown, reply, sizeof reply);
+  int settles = ps__wait_settled(d, b, done, ctx, reply);
 
   pthread_mutex_lock(&d->mu);
   int parked_before = d->head != NULL;
@@ -266,7 +326,8 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
     uint32_t n = b->n_events + b->n_skipped;
     int rc = ps_queue_push(d->q, b, 0);
     if (rc == 0) {
-      ps__accepted(n, done, ctx, reply);
+      if (!settles)
+        ps__accepted(n, done, ctx, reply);
       return;
     }
     if (rc == PS_ECLOSED) {

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec/ps_events.h"
 #include "queue/ps_queue.h"
 
 typedef struct ps_dispatch ps_dispatch;
@@ -25,8 +26,12 @@ typedef struct ps_dispatch ps_dispatch;
 /** Called once per submitted call: status is a grpc_status_code; events: in the request (0 if undecodable). */
 typedef void (*ps_dispatch_done_fn)(void *ctx, int status, const char *message, uint32_t events);
 
-/** Creates the dispatcher (and its waiter thread) feeding q. Aborts on OOM. */
-ps_dispatch *ps_dispatch_create(ps_queue *q, int timeout_ms);
+/**
+ * Creates the dispatcher (and its waiter thread) feeding q. Aborts on OOM.
+ * confirmed (ACK_MODE=confirmed): an accepted call is answered when the router
+ * settles its batch (every message confirmed or spooled), not when it is queued.
+ */
+ps_dispatch *ps_dispatch_create(ps_queue *q, int timeout_ms, int confirmed);
 
 /**
  * Stops the waiter thread after it has answered every parked call, then frees
@@ -40,6 +45,15 @@ void ps_dispatch_destroy(ps_dispatch *d);
  */
 void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
                         int64_t deadline_ns, ps_dispatch_done_fn done, void *ctx);
+
+/**
+ * Gives the dispatcher somewhere to put a batch that waited DISPATCH_TIMEOUT_MS
+ * for room in vain (the router's spool): fn(ctx, b) returns 0 if it stored b
+ * (which stays the caller's), and the call is then answered SUCCESS instead
+ * of UNAVAILABLE "queue full". Called on the waiter thread only. Set it before
+ * the first submit.
+ */
+void ps_dispatch_set_overflow(ps_dispatch *d, int (*fn)(void *ctx, ps_batch *b), void *ctx);
 
 /** Calls parked waiting for room in the queue now. */
 size_t ps_dispatch_parked(ps_dispatch *d);

@@ -3,10 +3,18 @@
  *
  * Each worker takes batches off the queue, groups each batch's events by type
  * and publishes every group as one proto3-JSON `Events{header, events}`
- * message to the exchange, routing key = the type name, persistent, with a
- * message id and the receive time as AMQP timestamp. Each worker owns its
- * broker connection and reconnects with backoff when it breaks, retrying the
- * message it was publishing.
+ * message to the exchange, routing key = the type name, persistent and
+ * mandatory, with a message id and the receive time as AMQP timestamp.
+ *
+ * Nothing is dropped between the queue and the broker: every connection is in
+ * publisher-confirm mode and a worker keeps each message (a bounded window of
+ * them) until the broker confirms it. A batch is settled (ps_batch.settled)
+ * once every one of its messages is confirmed or written to the spool. A
+ * message the broker refuses is published again; one it cannot route is
+ * dead-lettered; while the broker is unreachable (or stops confirming), the
+ * worker writes what it holds to the spool and reconnects with backoff and
+ * jitter. With no spool, it holds the messages and retries, and the queue
+ * fills up: that is the backpressure.
  */
 #ifndef PS_ROUTER_H
 #define PS_ROUTER_H
@@ -14,7 +22,9 @@
 #include <stdint.h>
 
 #include "broker/ps_broker.h"
+#include "codec/ps_events.h"
 #include "queue/ps_queue.h"
+#include "spool/ps_spool.h"
 
 typedef struct ps_router ps_router;
 
@@ -26,17 +36,38 @@ typedef struct ps_router_options {
      routing key `skipped_key` and the reason in the headers. */
   const char *dead_letter_exchange;
   const char *skipped_key;
+  int window;             /* unconfirmed messages per worker (PUBLISH_CONFIRM_WINDOW) */
+  int confirm_timeout_ms; /* a publish unconfirmed this long drops the connection */
+  ps_spool *spool;        /* where messages go while the broker is unreachable; NULL: none */
 } ps_router_options;
 
 /** Starts the workers on q, publishing through broker (both borrowed until stop). */
 ps_router *ps_router_start(const ps_router_options *opt, ps_queue *q, ps_broker *broker);
 
 /**
+ * Writes b's messages to the spool, as a worker would publish them, in one
+ * append (the dispatch waiter's overflow: the queue stayed full). One thread
+ * at a time. b stays the caller's. Returns 0, PS_EFULL (no spool, or no room),
+ * or the spool's error.
+ */
+int ps_router_spool_batch(ps_router *r, ps_batch *b);
+
+/**
+ * Sets the shutdown deadline (CLOCK_MONOTONIC) before the queue is closed:
+ * past it, workers stop waiting for the broker (see ps_router_stop), so that
+ * calls waiting for their batch to settle (ACK_MODE=confirmed) are answered
+ * and the gRPC server's drain can end. Thread-safe.
+ */
+void ps_router_set_deadline(ps_router *r, int64_t deadline_ns);
+
+/**
  * Waits for the workers to publish everything left in the queue (the caller
- * closes the queue first) until deadline_ns (CLOCK_MONOTONIC); past it, a
- * worker that cannot publish gives up and logs what it could not deliver.
- * Joins the workers and frees the router. Returns 0, or PS_ETIMEDOUT if
- * anything was given up.
+ * closes the queue first) and to have it confirmed, until deadline_ns
+ * (CLOCK_MONOTONIC); past it, what is not confirmed goes to the spool, or,
+ * with no spool (or a full one), is given up: a batch whose caller waits is
+ * settled PS_ETIMEDOUT (the caller is refused), one nobody waits for is
+ * logged and counted as lost. Joins the workers and frees the router.
+ * Returns 0, or PS_ETIMEDOUT if an accepted event was lost that way.
  */
 int ps_router_stop(ps_router *r, int64_t deadline_ns);
 

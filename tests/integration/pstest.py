@@ -24,7 +24,6 @@ Settings (environment, set by tests/run-integration):
 
 import atexit
 import base64
-import ctypes
 import datetime
 import importlib.util
 import json
@@ -68,6 +67,8 @@ PENSTOCK_VARS = (
     "CLICKHOUSE_FLUSH_MS", "CLICKHOUSE_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS", "ENV", "LOG_LEVEL", "LOG_FORMAT",
     "GIN_PORT", "DEBUG", "ACCESS_LOG_PER_SEC", "PENSTOCK_FAILPOINTS",
     "PENSTOCK_CONFIG", "WEBENGAGE_ENABLED", "WEBENGAGE_URL", "WEBENGAGE_API_KEY",
+    "PENSTOCK_MODE", "DATA_DIR", "ACK_MODE", "PUBLISH_CONFIRM_WINDOW", "PUBLISH_CONFIRM_TIMEOUT_MS", "SPOOL_DIR",
+    "SPOOL_MAX_BYTES", "SPOOL_FSYNC",
 )
 # Set by a service manager: a test shell running under systemd must not hand them to a penstock under test.
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
@@ -201,12 +202,10 @@ def health_stub(channel):
                                response_deserializer=health_pb.HealthCheckResponse.FromString)
 
 
-def _set_pdeathsig():
-    # The penstock under test dies with the test process, even when that is killed.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+# The penstock under test dies with the test process, even when that is killed: util-linux's setpriv
+# sets the parent-death signal and execs it (same pid). Not a preexec_fn: this process runs gRPC's threads,
+# and Python documents preexec_fn as unsafe with threads.
+PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 # ---------------------------------------------------------------- penstock
@@ -239,6 +238,8 @@ class Penstock:
             "RABBITMQ_URL": RABBITMQ_URL,
             "CLICKHOUSE_URL": CLICKHOUSE_URL,
             "SHUTDOWN_TIMEOUT_MS": str(DEFAULT_SHUTDOWN_MS),
+            # Its own data directory (the spool, and the embedded store): one penstock per directory.
+            "DATA_DIR": os.path.join(logdir, self.name + "-data"),
         })
         if db:
             e["CLICKHOUSE_DB_NAME"] = db
@@ -261,9 +262,8 @@ class Penstock:
 
     def start(self, wait=True, timeout=30, args=("serve",)):
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen([PENSTOCK_BIN] + list(args), env=self.env, cwd=self.cwd,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         preexec_fn=_set_pdeathsig)
+            self.proc = subprocess.Popen(PDEATHSIG + [PENSTOCK_BIN] + list(args), env=self.env, cwd=self.cwd,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         if wait:
             self.wait_serving(timeout)
         return self

@@ -215,11 +215,13 @@ def test_still_serving_and_nothing_bad_published(server, db, clickhouse, queue, 
 # ------------------------------------------------------------- queue full
 
 def test_queue_full_and_deadline(penstock_proc, db):
+    """The queue's backpressure, seen alone: no spool to take what the unreachable broker does not, and
+    calls answered once queued (ACK_MODE=enqueued), so that the queue is what fills."""
     closed = pstest.free_port()  # nothing listens there: nothing is ever published
     p = penstock_proc(db=db, env={
         "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:%d/" % closed,
         "EVENT_BUFFERED_CHANNEL_SIZE": 2, "EVENT_WORKER_POOL_SIZE": 1, "DISPATCH_TIMEOUT_MS": 200,
-        "SHUTDOWN_TIMEOUT_MS": 3000,
+        "SHUTDOWN_TIMEOUT_MS": 3000, "SPOOL_MAX_BYTES": 0, "ACK_MODE": "enqueued",
     })
     runid = pstest.new_id("full")
     accepted = 0

@@ -1042,7 +1042,7 @@ def test_ready_reports_full_queue_then_draining(penstock_proc, db):
     p = penstock_proc(db=db, env={
         "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:%d/" % pstest.free_port(), "EVENT_BUFFERED_CHANNEL_SIZE": 1,
         "EVENT_WORKER_POOL_SIZE": 1, "DISPATCH_TIMEOUT_MS": 200, "CONSUMERS_PER_QUEUE": 0,
-        "SHUTDOWN_TIMEOUT_MS": 3000})
+        "SHUTDOWN_TIMEOUT_MS": 3000, "SPOOL_MAX_BYTES": 0, "ACK_MODE": "enqueued"})
     wait_http(p)
     _, checks = wait_ready(p, False, 6, "/ready 503 naming rabbitmq", cond=lambda c: not c["rabbitmq"]["ok"])
     assert checks["queue"]["ok"] and checks["draining"]["ok"], checks

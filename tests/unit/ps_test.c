@@ -1,8 +1,14 @@
 /* ps_test: the unit-test harness (see ps_test.h). */
 #include "ps_test.h"
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/ps_buf.h"
+#include "core/ps_metrics.h"
 
 int ps_test__failed_current;
 
@@ -36,4 +42,38 @@ int ps_test_main(int argc, char **argv, const ps_test_case *cases, size_t n) {
   }
   printf("%s: %d passed, %d failed\n", prog, passed, failed);
   return failed ? 1 : 0;
+}
+
+void ps_test_rmtree(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d)
+    return;
+  struct dirent *e;
+  char path[512];
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+      unlink(path);
+    }
+  closedir(d);
+  rmdir(dir);
+}
+
+double ps_test_metric(const char *series) {
+  ps_buf out = PS_BUF_INIT;
+  ps_metrics_render(&out);
+  double v = -1;
+  size_t n = strlen(series);
+  for (const char *p = out.data; p && (p = strstr(p, series)); p += n)
+    if ((p == out.data || p[-1] == '\n') && p[n] == ' ') {
+      v = strtod(p + n + 1, NULL);
+      break;
+    }
+  ps_buf_free(&out);
+  return v;
+}
+
+void ps_test_sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
 }

@@ -21,6 +21,12 @@ typedef struct {
 
 extern int ps_test__failed_current;
 int ps_test_main(int argc, char **argv, const ps_test_case *cases, size_t n);
+
+/** Removes dir and the files in it (one level: what the tests make). */
+void ps_test_rmtree(const char *dir);
+/** The value of the exposition line `series value` (series with its labels, as rendered), or -1. */
+double ps_test_metric(const char *series);
+void ps_test_sleep_ms(int ms);
 void ps_test__fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

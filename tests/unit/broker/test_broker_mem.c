@@ -61,46 +61,12 @@ static int drain(ps_broker *b, const char *queue) {
   return n;
 }
 
-static double metric(const char *series) {
-  ps_buf out = PS_BUF_INIT;
-  ps_metrics_render(&out);
-  double v = -1;
-  size_t n = strlen(series);
-  for (const char *p = out.data; p && (p = strstr(p, series)); p += n)
-    if ((p == out.data || p[-1] == '\n') && p[n] == ' ') {
-      v = strtod(p + n + 1, NULL);
-      break;
-    }
-  ps_buf_free(&out);
-  return v;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
-}
-
 static char *tmpdir(void) {
   static char dir[64];
   snprintf(dir, sizeof dir, "/tmp/ps-broker-mem-XXXXXX");
   if (!mkdtemp(dir))
     abort();
   return dir;
-}
-
-static void rmtree(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d)
-    return;
-  struct dirent *e;
-  char path[512];
-  while ((e = readdir(d)))
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-      unlink(path);
-    }
-  closedir(d);
-  rmdir(dir);
 }
 
 /* ---------------------------------------------------------------- routing */
@@ -215,7 +181,7 @@ PS_TEST(direct_fanout_and_unroutable) {
   ps_broker *b;
   char err[256];
   PS_CHECK_INT_EQ(ps_broker_mem_create(&t, NULL, &b, err, sizeof err), 0);
-  double before = metric("penstock_embedded_unroutable_total{exchange=\"rt.d\"}");
+  double before = ps_test_metric("penstock_embedded_unroutable_total{exchange=\"rt.d\"}");
   PS_CHECK(before >= 0);
   ps_broker_conn *c;
   PS_CHECK_INT_EQ(ps_broker_connect(b, &c), 0);
@@ -230,7 +196,7 @@ PS_TEST(direct_fanout_and_unroutable) {
   PS_CHECK_INT_EQ(pub(c, "rt.d", "k", "3", 0), 0);
   PS_CHECK_INT_EQ(pub(c, "rt.d", "k1.x", "4", 0), 0);
   PS_CHECK_INT_EQ(drain(b, "q1") + drain(b, "q2") + drain(b, "q3"), 0);
-  PS_CHECK(metric("penstock_embedded_unroutable_total{exchange=\"rt.d\"}") == before + 2);
+  PS_CHECK(ps_test_metric("penstock_embedded_unroutable_total{exchange=\"rt.d\"}") == before + 2);
   PS_CHECK_INT_EQ(pub(c, "rt.d", "*", "5", 0), 0);
   PS_CHECK_INT_EQ(drain(b, "q1"), 1);
   /* fanout ignores keys */
@@ -575,7 +541,7 @@ PS_TEST(full_queue_publish_succeeds_once_a_consumer_acks) {
   blocked_pub a = {b, -1, 0};
   pthread_t t;
   PS_CHECK_INT_EQ(pthread_create(&t, NULL, publish_blocked, &a), 0);
-  sleep_ms(50);
+  ps_test_sleep_ms(50);
   int early = atomic_load(&a.done);
   int64_t t0 = ps_now_ns();
   int ack = ps_broker_ack(c, d.tag, 0);
@@ -662,7 +628,7 @@ PS_TEST(durable_messages_survive_destroy_in_order_redelivered) {
   PS_CHECK_MSG(ps_broker_mem_create(&durable, &opt, &b, err, sizeof err) == 0, "%s", err);
   PS_CHECK_INT_EQ(drain(b, "dq") + drain(b, "dq.error") + drain(b, "mq"), 0);
   ps_broker_destroy(b);
-  rmtree(dir);
+  ps_test_rmtree(dir);
 }
 
 PS_TEST(durable_messages_survive_a_process_that_exits_without_cleanup) {
@@ -701,7 +667,7 @@ PS_TEST(durable_messages_survive_a_process_that_exits_without_cleanup) {
   PS_CHECK_INT_EQ(ps_broker_next(c, &d, 0), PS_ETIMEDOUT);
   ps_broker_close(c);
   ps_broker_destroy(b);
-  rmtree(dir);
+  ps_test_rmtree(dir);
 }
 
 PS_TEST(stored_rows_are_readable_with_sqlite3) {
@@ -751,7 +717,7 @@ PS_TEST(stored_rows_are_readable_with_sqlite3) {
   PS_CHECK_INT_EQ(more, SQLITE_DONE); /* the original's row went with the move */
   ps_broker_close(c);
   ps_broker_destroy(b);
-  rmtree(dir);
+  ps_test_rmtree(dir);
 }
 
 PS_TEST(one_broker_per_data_dir) {
@@ -765,7 +731,7 @@ PS_TEST(one_broker_per_data_dir) {
   ps_broker_destroy(b);
   PS_CHECK_MSG(ps_broker_mem_create(&durable, &opt, &b2, err, sizeof err) == 0, "%s", err);
   ps_broker_destroy(b2);
-  rmtree(dir);
+  ps_test_rmtree(dir);
 }
 
 /* ---------------------------------------------------------------- configuration and metrics */
@@ -802,7 +768,7 @@ PS_TEST(queue_gauge_counts_ready_and_unacked) {
   char err[256];
   PS_CHECK_INT_EQ(ps_broker_mem_create(&t, NULL, &b, err, sizeof err), 0);
   const char *series = "penstock_embedded_queue_messages{queue=\"gauge_q\"}";
-  PS_CHECK(metric(series) == 0);
+  PS_CHECK(ps_test_metric(series) == 0);
   ps_broker_conn *c;
   PS_CHECK_INT_EQ(ps_broker_connect(b, &c), 0);
   PS_CHECK_INT_EQ(ps_broker_consume(c, "gauge_q", 0, "t"), 0);
@@ -810,12 +776,12 @@ PS_TEST(queue_gauge_counts_ready_and_unacked) {
     PS_CHECK_INT_EQ(pub(c, "gx", "a", "m", 0), 0);
   ps_delivery d;
   PS_CHECK_INT_EQ(ps_broker_next(c, &d, 0), 0);
-  PS_CHECK_MSG(metric(series) == 3, "gauge %g", metric(series));
+  PS_CHECK_MSG(ps_test_metric(series) == 3, "gauge %g", ps_test_metric(series));
   PS_CHECK_INT_EQ(ps_broker_ack(c, d.tag, 0), 0);
-  PS_CHECK(metric(series) == 2);
+  PS_CHECK(ps_test_metric(series) == 2);
   ps_broker_close(c);
   ps_broker_destroy(b);
-  PS_CHECK(metric(series) == 0); /* and no callback into freed memory */
+  PS_CHECK(ps_test_metric(series) == 0); /* and no callback into freed memory */
 }
 
 /* ---------------------------------------------------------------- stress */
@@ -989,7 +955,7 @@ PS_TEST(stress_every_message_acked_exactly_once) {
 PS_TEST(stress_durable_every_message_acked_exactly_once) {
   char *dir = tmpdir();
   stress(1000, dir);
-  rmtree(dir);
+  ps_test_rmtree(dir);
 }
 
 PS_TEST_MAIN(PS_CASE(topic_matching_table), PS_CASE(direct_fanout_and_unroutable),

@@ -122,7 +122,7 @@ static void *drain_main(void *arg) {
 static int server_start(server *s, size_t capacity, int drain) {
   memset(s, 0, sizeof *s);
   s->q = ps_queue_create(capacity);
-  s->d = ps_dispatch_create(s->q, drain ? 5000 : 1000); /* parked calls: answered UNAVAILABLE after 1 s */
+  s->d = ps_dispatch_create(s->q, drain ? 5000 : 1000, 0); /* parked calls: answered UNAVAILABLE after 1 s */
   ps_grpc_server_options o = {"127.0.0.1", 0, 4 << 20, 2, 0};
   if (ps_grpc_server_start(&o, s->d, &s->srv) != 0)
     return -1;

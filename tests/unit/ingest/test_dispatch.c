@@ -98,7 +98,7 @@ static int submit(ps_dispatch *d, const uint8_t *data, size_t len, int64_t deadl
 
 PS_TEST(bad_inputs_are_invalid_argument) {
   ps_queue *q = ps_queue_create(8);
-  ps_dispatch *d = ps_dispatch_create(q, 100);
+  ps_dispatch *d = ps_dispatch_create(q, 100, 0);
   result r;
   const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
   PS_CHECK_INT_EQ(submit(d, garbage, sizeof garbage, INT64_MAX, &r), GRPC_STATUS_INVALID_ARGUMENT);
@@ -126,7 +126,7 @@ PS_TEST(bad_inputs_are_invalid_argument) {
 
 PS_TEST(empty_events_succeed_without_queueing) {
   ps_queue *q = ps_queue_create(8);
-  ps_dispatch *d = ps_dispatch_create(q, 100);
+  ps_dispatch *d = ps_dispatch_create(q, 100, 0);
   result r;
   size_t len;
   uint8_t *empty = make_batch(0, 1, 0, "s", &len);
@@ -139,7 +139,7 @@ PS_TEST(empty_events_succeed_without_queueing) {
 
 PS_TEST(accepted_batch_is_queued_and_skips_are_counted) {
   ps_queue *q = ps_queue_create(8);
-  ps_dispatch *d = ps_dispatch_create(q, 100);
+  ps_dispatch *d = ps_dispatch_create(q, 100, 0);
   result r;
   size_t len;
   uint8_t *b = make_batch(9, 1, 1, "s", &len);
@@ -160,7 +160,7 @@ PS_TEST(accepted_batch_is_queued_and_skips_are_counted) {
 
 PS_TEST(full_queue_answers_unavailable_after_timeout) {
   ps_queue *q = ps_queue_create(1);
-  ps_dispatch *d = ps_dispatch_create(q, 100);
+  ps_dispatch *d = ps_dispatch_create(q, 100, 0);
   result r;
   size_t len;
   uint8_t *b = make_batch(2, 1, 0, "s", &len);
@@ -196,7 +196,7 @@ static void *pop_later(void *arg) {
 
 PS_TEST(parked_call_is_accepted_when_room_frees) {
   ps_queue *q = ps_queue_create(1);
-  ps_dispatch *d = ps_dispatch_create(q, 2000);
+  ps_dispatch *d = ps_dispatch_create(q, 2000, 0);
   result r;
   size_t len;
   uint8_t *b = make_batch(2, 1, 0, "s", &len);
