@@ -3,6 +3,7 @@
  *
  *   penstock serve      run the gateway (configuration from the environment)
  *   penstock send       send events to a server of the contract
+ *   penstock bench      a load generator for benchmarks of a server of the contract
  *   penstock version    print the version
  *   penstock config     print the configuration reference (--markdown) or the
  *                       effective configuration
@@ -28,6 +29,7 @@
 
 #include "broker/ps_broker.h"
 #include "config/ps_topology_config.h"
+#include "cli/ps_bench.h"
 #include "cli/ps_send.h"
 #include "consume/ps_fleet.h"
 #include "core/ps_config.h"
@@ -64,6 +66,9 @@ static void ps__usage(FILE *out) {
           "                    and the dotenv file for ENV (see `penstock config --markdown`)\n"
           "  send [--addr HOST:PORT] (--demo N | --file F)\n"
           "                    send events to a server of the contract (see penstock send --help)\n"
+          "  bench --addr HOST:PORT (--duration S | --events N)\n"
+          "                    load generator for benchmarks: closed loop, or open loop with --rate;\n"
+          "                    latency percentiles, timeline, CDF (see penstock bench --help)\n"
           "  check-config [FILE]  validate a topology file (default: $PENSTOCK_CONFIG, else the\n"
           "                    built-in one) and print it resolved; exit 2 with file:line: reason\n"
           "  config            print the effective configuration (secrets redacted)\n"
@@ -333,6 +338,8 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "send") == 0)
     return ps_send_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "bench") == 0)
+    return ps_bench_main(argc - 1, argv + 1);
   if (strcmp(cmd, "check-config") == 0)
     return ps_topology_config_check_main(argc - 1, argv + 1);
   if (strcmp(cmd, "config") == 0) {

@@ -105,6 +105,13 @@ void ps_client_latency_add(ps_client_latency *h, int64_t ns) {
   h->buckets[ps__lat_index((uint64_t)ns)]++;
 }
 
+void ps_client_latency_bucket(int i, int64_t *lower_ns, int64_t *upper_ns) {
+  uint64_t lo, w;
+  ps__lat_bucket(i, &lo, &w);
+  *lower_ns = (int64_t)lo;
+  *upper_ns = lo + w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)(lo + w);
+}
+
 int64_t ps_client_latency_quantile(const ps_client_latency *h, double q) {
   if (h->count == 0)
     return 0;
@@ -247,6 +254,18 @@ static void ps__slot_release(ps_client *c, ps__slot *s) {
 }
 
 int ps_client_start(ps_client *c, const void *data, size_t len, uint32_t events, void *user) {
+  return ps_client_start_at(c, data, len, events, user, 0);
+}
+
+int ps_client_connected(ps_client *c) {
+  for (int i = 0; i < c->nchannels; i++)
+    if (grpc_channel_check_connectivity_state(c->channels[i], 0) == GRPC_CHANNEL_READY)
+      return 1;
+  return 0;
+}
+
+int ps_client_start_at(ps_client *c, const void *data, size_t len, uint32_t events, void *user,
+                       int64_t start_ns) {
   ps__slot *s = c->free_slots;
   if (!s)
     return PS_EFULL;
@@ -283,7 +302,7 @@ int ps_client_start(ps_client *c, const void *data, size_t len, uint32_t events,
   ops[5].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
   ops[5].data.recv_status_on_client.status = &s->code;
   ops[5].data.recv_status_on_client.status_details = &s->details;
-  s->start_ns = ps_now_ns();
+  s->start_ns = start_ns > 0 ? start_ns : ps_now_ns();
   if (grpc_call_start_batch(s->call, ops, 6, s, NULL) != GRPC_CALL_OK) {
     ps__slot_release(c, s);
     return PS_EINTERNAL;

@@ -106,6 +106,22 @@ size_t ps_client_in_flight(const ps_client *c);
 int ps_client_start(ps_client *c, const void *data, size_t len, uint32_t events, void *user);
 
 /**
+ * ps_client_start, but the call's latency counts from start_ns (CLOCK_MONOTONIC,
+ * as ps_now_ns) instead of from now: its scheduled start in an open-loop load,
+ * so that a call that had to wait for room in the window still counts the wait
+ * (no coordinated omission). start_ns <= 0 means now. The deadline (timeout_ms)
+ * still runs from the actual start.
+ */
+int ps_client_start_at(ps_client *c, const void *data, size_t len, uint32_t events, void *user,
+                       int64_t start_ns);
+
+/**
+ * True when any of the client's channels is connected (READY) now. Does not
+ * start connecting. For telling "the server never answered" from "it refused".
+ */
+int ps_client_connected(ps_client *c);
+
+/**
  * Reaps finished calls: waits up to timeout_ns for the first (0: not at all;
  * < 0: until one finishes; returns at once when nothing is in flight), then
  * takes every other one already finished, running the done callback for each.
@@ -127,5 +143,8 @@ void ps_client_latency_add(ps_client_latency *h, int64_t ns);
 
 /** The q-quantile (0 <= q <= 1) in ns, within 1/16 of it; 0 when empty. */
 int64_t ps_client_latency_quantile(const ps_client_latency *h, double q);
+
+/** The values bucket i (0 <= i < PS_CLIENT_LAT_BUCKETS) counts: [*lower_ns, *upper_ns). */
+void ps_client_latency_bucket(int i, int64_t *lower_ns, int64_t *upper_ns);
 
 #endif

@@ -441,7 +441,17 @@ static char *ps__timestamp(ps_demo *d, ps_arena *a, int64_t now_ms) {
                    tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
-Event__Events *ps_demo_batch(ps_demo *d, ps_arena *a, size_t n) {
+int ps_demo_type_index(const ps_demo *d, const char *name) {
+  for (size_t i = 0; i < d->ntypes; i++) {
+    const ProtobufCMessageDescriptor *md = d->types[i]->descriptor;
+    if (strcmp(md->short_name, name) == 0 || strcmp(d->types[i]->name, name) == 0)
+      return (int)i;
+  }
+  return -1;
+}
+
+/* n events with a header; event k of type types[k], or of the next type in turn without types. */
+static Event__Events *ps__batch(ps_demo *d, ps_arena *a, size_t n, const size_t *types) {
   Event__Events *evs = ps_arena_alloc(a, sizeof *evs);
   event__events__init(evs);
   Event__Header *h = ps_arena_alloc(a, sizeof *h);
@@ -459,11 +469,19 @@ Event__Events *ps_demo_batch(ps_demo *d, ps_arena *a, size_t n) {
     ev->id = ps__astrf(a, "%s-%llu", d->prefix, (unsigned long long)++d->next_id);
     ev->timestamp = ps__timestamp(d, a, now_ms);
     if (d->ntypes) {
-      const ProtobufCFieldDescriptor *f = ps__next_type(d);
+      const ProtobufCFieldDescriptor *f = types ? d->types[types[i] % d->ntypes] : ps__next_type(d);
       *PS__AT(ProtobufCMessage *, ev, f->offset) = ps__new_msg(d, a, f->descriptor, 0);
       *PS__AT(uint32_t, ev, f->quantifier_offset) = f->id;
     }
     evs->events[i] = ev;
   }
   return evs;
+}
+
+Event__Events *ps_demo_batch(ps_demo *d, ps_arena *a, size_t n) {
+  return ps__batch(d, a, n, NULL);
+}
+
+Event__Events *ps_demo_batch_typed(ps_demo *d, ps_arena *a, size_t n, const size_t *types) {
+  return ps__batch(d, a, n, types);
 }

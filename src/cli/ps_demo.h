@@ -42,6 +42,19 @@ size_t ps_demo_type_count(const ps_demo *d);
  */
 Event__Events *ps_demo_batch(ps_demo *d, ps_arena *a, size_t n);
 
+/**
+ * Index of the event type called name, for ps_demo_batch_typed: its message
+ * name ("ClickEvent") or its field name in the oneof ("clickEvent"); -1 when
+ * the contract has no such type.
+ */
+int ps_demo_type_index(const ps_demo *d, const char *name);
+
+/**
+ * ps_demo_batch, but event k gets type types[k] (an index below
+ * ps_demo_type_count()) instead of the next in turn.
+ */
+Event__Events *ps_demo_batch_typed(ps_demo *d, ps_arena *a, size_t n, const size_t *types);
+
 /** Fills every field of m (any message) with plausible random values; allocations come from a. */
 void ps_demo_fill(ps_demo *d, ps_arena *a, ProtobufCMessage *m);
 
