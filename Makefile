@@ -111,6 +111,14 @@ $(BUILD)/tests/unit/codec/test_pbjson: UNIT_HELPERS += $(TEST_PROTO_OBJ)
 
 unit-bins: $(UNIT_BIN) $(BUILD)/penstock
 
+# The hot-path cost bench (bench/hotpath.c; bench/hotpath-cost runs it under callgrind), linked like the unit tests.
+.PHONY: bench-hotpath
+bench-hotpath: $(BUILD)/bench/hotpath
+$(BUILD)/bench/hotpath: bench/hotpath.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	@echo '  LD     $@'
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDFLAGS) $(LDLIBS)
+
 deps:
 	scripts/install-deps
 
