@@ -191,12 +191,14 @@ static void ps__fail(ps__worker *w, ps_inflight_entry *e, int rc) {
 }
 
 /* Appends the k records packed in w->rec (boundaries off[0..k]) for entries idx[0..k) in one write. */
-static void ps__spool_flush(ps__worker *w, const size_t *idx, const size_t *off, size_t k) {
+/* Returns how many of them stay held (the spool refused them and nobody is to be told yet). */
+static size_t ps__spool_flush(ps__worker *w, const size_t *idx, const size_t *off, size_t k) {
   ps_router *r = w->r;
   struct iovec v[PS__SPOOL_IOV] = {{0}};
   for (size_t j = 0; j < k; j++)
     v[j] = (struct iovec){w->rec.data + off[j], off[j + 1] - off[j]};
   int rc = ps_spool_append(r->opt.spool, v, k);
+  size_t held = 0;
   for (size_t j = 0; j < k; j++) {
     ps_inflight_entry *e = ps_inflight_at(&w->fl, idx[j]);
     ps_batch *b = e->ref;
@@ -206,24 +208,27 @@ static void ps__spool_flush(ps__worker *w, const size_t *idx, const size_t *off,
       PS_COUNT(events_spooled_total, e->events);
     } else if (b->settled || ps__past_give_up(r)) {
       ps__fail(w, e, rc); /* the client hears it (UNAVAILABLE), or the deadline passed */
-    }                     /* else: held, and tried again */
+    } else {
+      held++; /* tried again at the next pump */
+    }
   }
   if (rc != 0) {
     static ps_log_ratelimit rl;
     ps__ratelimited_warn(&rl, "router: broker unreachable and the spool refuses messages", "error",
                          ps_strerror(rc));
   }
+  return held;
 }
 
 /*
  * Without a connection: writes the unsent entries to the spool, PS__SPOOL_IOV
  * per append (one fsync). What stays held (no spool, or it refused) is
- * counted in w->held: the worker then takes no new batch, and the queue
- * fills up behind it.
+ * returned (the pump keeps it in w->held): the worker then takes no new
+ * batch, and the queue fills up behind it.
  */
-static void ps__spool_unsent(ps__worker *w) {
+static size_t ps__spool_unsent(ps__worker *w) {
   ps_router *r = w->r;
-  size_t idx[PS__SPOOL_IOV], off[PS__SPOOL_IOV + 1], k = 0;
+  size_t idx[PS__SPOOL_IOV], off[PS__SPOOL_IOV + 1], k = 0, held = 0;
   ps_buf_reset(&w->rec);
   for (size_t i = 0; i < ps_inflight_count(&w->fl); i++) {
     ps_inflight_entry *e = ps_inflight_at(&w->fl, i);
@@ -232,6 +237,8 @@ static void ps__spool_unsent(ps__worker *w) {
     if (!r->opt.spool) {
       if (ps__past_give_up(r))
         ps__fail(w, e, PS_ETIMEDOUT);
+      else
+        held++;
       continue;
     }
     off[k] = w->rec.len;
@@ -239,15 +246,16 @@ static void ps__spool_unsent(ps__worker *w) {
     idx[k++] = i;
     if (k == PS__SPOOL_IOV) {
       off[k] = w->rec.len;
-      ps__spool_flush(w, idx, off, k);
+      held += ps__spool_flush(w, idx, off, k);
       k = 0;
       ps_buf_reset(&w->rec);
     }
   }
   if (k) {
     off[k] = w->rec.len;
-    ps__spool_flush(w, idx, off, k);
+    held += ps__spool_flush(w, idx, off, k);
   }
+  return held;
 }
 
 /* Settles the oldest entries that are done. */
@@ -294,13 +302,7 @@ static void ps__pump(ps__worker *w, int wait_ms) {
   ps__connect(w);
   if (w->conn)
     ps__resend(w);
-  if (!w->conn)
-    ps__spool_unsent(w);
-  w->held = 0;
-  for (size_t i = 0; !w->conn && i < ps_inflight_count(&w->fl); i++) {
-    ps_inflight_entry *e = ps_inflight_at(&w->fl, i);
-    w->held += e->state == PS_INFLIGHT_PENDING && !e->seq;
-  }
+  w->held = w->conn ? 0 : ps__spool_unsent(w);
   ps__settle_head(w);
   if (!ps_inflight_count(&w->fl))
     return;
