@@ -10,7 +10,7 @@
 #
 # Every library comes through pkg-config; protobuf code is generated at build time by protoc-c.
 
-PKGS      := grpc gpr libprotobuf-c librabbitmq libcurl jansson libmicrohttpd libsystemd yaml-0.1 sqlite3 zlib
+PKGS      := grpc gpr libprotobuf-c librabbitmq libcurl jansson yajl libmicrohttpd libsystemd yaml-0.1 sqlite3 zlib
 CC        ?= cc
 SAN       ?=
 ifeq ($(SAN),address)

@@ -52,6 +52,7 @@
 #include "core/ps_error.h"
 #include "queue/ps_queue.h"
 #include "route/ps_inflight.h"
+#include "route/ps_router.h"
 #include "sink/ps_rows.h"
 #include "sink/ps_sink.h"
 
@@ -369,7 +370,7 @@ static size_t hot_validate(hot_batch *b) {
   return typed;
 }
 
-/* The router's encode (ps__batch_messages): group by type, proto3 JSON of each group into one reused buffer.
+/* The router's encode (ps__lot_messages, a lot of one batch): group by type, proto3 JSON of each group into one reused buffer.
  */
 static size_t hot_encode(hot_batch *b) {
   size_t ng = ps_events_group(b->msg, H.groups, H.scratch), n = 0;
@@ -396,7 +397,7 @@ static size_t hot_publish(hot_batch *b) {
   for (size_t k = 0; k < b->nmsgs; k++) {
     const hot_msg *hm = &b->msgs[k];
     char id[64];
-    snprintf(id, sizeof id, "%016" PRIx64 "-%s-%" PRIu64, H.instance, "0", ++H.msgno);
+    ps_router_message_id(id, H.instance, "0", ++H.msgno);
     ps_message m = {
         .exchange = "grpc_event.tx",
         .routing_key = hm->type_name,
@@ -518,7 +519,7 @@ static const hot_stage hot__stages[] = {
     {"validate", hotpath_run_validate,
      "ps_pb_check_wire_strings (UTF-8, no NUL, on the wire), header check, ps_event_type_name per event"},
     {"encode", hotpath_run_encode,
-     "ps_events_group, ps_pbjson_encode of each type's group (as the router's ps__batch_messages)"},
+     "ps_events_group, ps_pbjson_encode of each type's group (as the router's ps__lot_messages for a lot of one batch)"},
     {"publish", hotpath_run_publish,
      "per message: id, ps_inflight_push (copy), ps_broker_publish (AMQP framing, send); ps_broker_confirms, "
      "ps_inflight_confirm/pop"},

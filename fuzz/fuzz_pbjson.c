@@ -15,7 +15,7 @@
  *     -Isrc -Ibuild/gen fuzz/fuzz_pbjson.c src/codec/ps_pbjson.c \
  *     src/codec/ps_pbjson_decode.c src/codec/ps_pbjson_utf8.c src/core/ps_buf.c \
  *     src/core/ps_arena.c build/gen/eventservice.pb-c.c \
- *     $(pkg-config --cflags --libs libprotobuf-c jansson) -lm -o build/fuzz_pbjson
+ *     $(pkg-config --cflags --libs libprotobuf-c yajl) -lm -o build/fuzz_pbjson
  *   mkdir -p build/fuzz-corpus && build/fuzz_pbjson -max_len=65536 build/fuzz-corpus tests/golden
  *
  * (tests/golden holds Events as .pb and as .json: a seed corpus for both paths.)
@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (ps_pbjson_decode(&event__events__descriptor, (const char *)data, size, NULL, &m, err, sizeof err) ==
       0) {
     if (ps_pb_check_utf8(m, err, sizeof err) != 0)
-      abort(); /* jansson only yields valid UTF-8 */
+      abort(); /* the decoder only yields valid UTF-8 */
     ps_buf_reset(&b);
     if (ps_pbjson_encode(&b, m) != 0)
       abort();

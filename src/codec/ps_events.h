@@ -41,6 +41,13 @@ size_t ps_event_type_count(void);
 /** Name of the i-th event type in field-number order (i < ps_event_type_count()). */
 const char *ps_event_type_at(size_t i);
 
+/*
+ * Content type of a packed message (PUBLISH_FORMAT=packed): several proto3-JSON
+ * Events, one per line, each ending with a newline (proto3 JSON has no raw
+ * newline in it); penstock's events decoder reads it.
+ */
+#define PS_CONTENT_TYPE_PACKED "application/x-ndjson"
+
 typedef struct ps_batch {
   ps_arena *arena;          /* owns msg and everything below it */
   Event__Events *msg;       /* decoded request; events of no type still in it */
@@ -55,6 +62,8 @@ typedef struct ps_batch {
   void *settled_ctx;
   uint32_t pending;         /* the router's: messages not yet settled */
   int failed;               /* the router's: the first failure, or 0 */
+  struct ps_batch *lot_next; /* the router's: the next batch published in the same messages as this
+                                one (settled with it, with its result), or NULL */
 } ps_batch;
 
 /** Frees the batch and its arena; accepts NULL. */

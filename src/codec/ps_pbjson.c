@@ -3,9 +3,10 @@
  *
  * Every message penstock publishes goes through here, so it writes straight
  * into the caller's ps_buf: no allocation per field (a map with more than
- * PS__MAP_STACK entries needs one array to sort its keys), one memcpy per run
- * of plain string bytes found 8 bytes at a time, and UTF-8 validation fused
- * into the escaping pass.
+ * PS__MAP_STACK entries needs one array to sort its keys), field names copied
+ * from a table built once per message type (ps__names_of), plain strings
+ * tested and copied 8 bytes at a time, and UTF-8 validation fused into the
+ * escaping pass.
  *
  * The output is byte-for-byte what Go's protojson.Marshal writes for the same
  * message (less the space that some Go builds add after a comma, on purpose,
@@ -35,6 +36,8 @@
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,25 +50,24 @@
 
 /* ---- strings ---------------------------------------------------------------- */
 
+/* Whether any of the 8 bytes in w needs more than a copy: below 0x20, '"', '\\' or >= 0x80. */
+static inline uint64_t ps__str_special(uint64_t w) {
+  return ps_pbjson__has_less(w, 0x20) | ps_pbjson__has_byte(w, '"') | ps_pbjson__has_byte(w, '\\') |
+         (w & PS_PBJSON__HIGHS);
+}
+
 /*
- * Appends s as a JSON string. With check set, returns -1 at the first byte
- * that does not start a valid UTF-8 sequence; otherwise copies bytes >= 0x80
- * through unchecked.
+ * Appends s as a JSON string, s[0..i) known to be plain: see ps__put_str.
+ * Kept out of line so that the plain case stays small.
  */
-static int ps__put_str(ps_buf *out, const char *str, size_t n, int check) {
+__attribute__((noinline)) static int ps__put_str_slow(ps_buf *out, const unsigned char *s, size_t n, size_t i,
+                                                      int check) {
   static const char hex[] = "0123456789abcdef";
-  const unsigned char *s = (const unsigned char *)str;
-  size_t i = 0, run = 0;
-  ps_buf_reserve(out, n + 2);
+  size_t run = 0;
   ps_buf_putc(out, '"');
   while (i < n) {
-    while (n - i >= 8) {
-      uint64_t w = ps_pbjson__load8(s + i);
-      if (ps_pbjson__has_less(w, 0x20) | ps_pbjson__has_byte(w, '"') | ps_pbjson__has_byte(w, '\\') |
-          (w & PS_PBJSON__HIGHS))
-        break;
+    while (n - i >= 8 && !ps__str_special(ps_pbjson__load8(s + i)))
       i += 8;
-    }
     if (i >= n)
       break;
     unsigned c = s[i];
@@ -102,6 +104,62 @@ static int ps__put_str(ps_buf *out, const char *str, size_t n, int check) {
   }
   ps_buf_append(out, s + run, n - run);
   ps_buf_putc(out, '"');
+  return 0;
+}
+
+/*
+ * Appends s as a JSON string. With check set, returns -1 at the first byte
+ * that does not start a valid UTF-8 sequence; otherwise copies bytes >= 0x80
+ * through unchecked.
+ *
+ * Most strings are plain ASCII throughout, and take one pass that tests and
+ * copies 8 bytes at a time into the space reserved for them (the last n % 8
+ * bytes as one word that overlaps bytes already seen; a string shorter than 8
+ * as two overlapping 4-byte words, or its first, middle and last byte padded
+ * with spaces). At the first word that is not plain, ps__put_str_slow takes
+ * over from that word; what was copied so far lies beyond out->len and is
+ * written again.
+ */
+__attribute__((always_inline)) static inline int ps__put_str(ps_buf *out, const char *str, size_t n,
+                                                             int check) {
+  const unsigned char *s = (const unsigned char *)str;
+  if (out->cap - out->len < n + 3)
+    ps_buf_reserve(out, n + 2);
+  char *w = out->data + out->len + 1; /* after the opening quote */
+  size_t i = 0;
+  if (n >= 8) {
+    for (; n - i >= 8; i += 8) {
+      uint64_t x = ps_pbjson__load8(s + i);
+      if (ps__str_special(x))
+        return ps__put_str_slow(out, s, n, i, check);
+      memcpy(w + i, &x, 8);
+    }
+    if (i < n) {
+      uint64_t x = ps_pbjson__load8(s + n - 8);
+      if (ps__str_special(x))
+        return ps__put_str_slow(out, s, n, i, check);
+      memcpy(w + n - 8, &x, 8);
+    }
+  } else if (n >= 4) {
+    uint32_t lo, hi;
+    memcpy(&lo, s, 4);
+    memcpy(&hi, s + n - 4, 4);
+    if (ps__str_special(lo | (uint64_t)hi << 32))
+      return ps__put_str_slow(out, s, n, 0, check);
+    memcpy(w, &lo, 4);
+    memcpy(w + n - 4, &hi, 4);
+  } else if (n) {
+    unsigned char a = s[0], m = s[n / 2], z = s[n - 1];
+    if (ps__str_special(a | (uint64_t)m << 8 | (uint64_t)z << 16 | 0x2020202020000000ull))
+      return ps__put_str_slow(out, s, n, 0, check);
+    w[0] = (char)a;
+    w[n / 2] = (char)m;
+    w[n - 1] = (char)z;
+  }
+  w[-1] = '"';
+  w[n] = '"';
+  w[n + 1] = '\0';
+  out->len += n + 2;
   return 0;
 }
 
@@ -371,25 +429,119 @@ static void ps__put_base64(ps_buf *out, const uint8_t *p, size_t n) {
 
 /* ---- messages --------------------------------------------------------------- */
 
-/* Writes "jsonName": for a proto field name ('_' dropped, next letter upper-cased). */
-static void ps__put_name(ps_buf *out, const char *name) {
-  size_t n = strlen(name);
-  ps_buf_reserve(out, n + 3);
-  char *w = out->data + out->len;
-  *w++ = '"';
-  int up = 0;
-  for (const char *p = name; *p; p++) {
-    if (*p == '_') {
-      up = 1;
-      continue;
+/*
+ * Field names, once per message type. Turning a proto name into
+ * lowerCamelCase byte by byte for every field of every message written would
+ * cost a quarter of the encoder's time, so each message descriptor gets, the
+ * first time it is encoded, a table with every field's name already as JSON
+ * text, with the comma that precedes all but the first field: `,"jsonName":`
+ * (the first field written starts one byte in). The table also says which
+ * repeated fields are maps (ps_pbjson__is_map compares names, too slow to
+ * repeat per message).
+ *
+ * The tables live in a fixed hash of lock-free lists keyed by descriptor
+ * address, shared by every encoding thread. A table is built completely
+ * before it is published with a release compare-and-swap at the head of its
+ * bucket's list, and readers load the heads with acquire, so a reader sees
+ * either no table or a whole one; lists only ever grow at the head. Two
+ * threads meeting a new type at once may both build its table: the loser
+ * frees its copy and uses the winner's. Descriptors are static data that live
+ * as long as the process, so the tables are never freed (and stay reachable).
+ */
+typedef struct {
+  uint32_t off;   /* of the field's `,"name":` in text */
+  uint32_t len;   /* its length, comma included */
+  uint8_t is_map; /* ps_pbjson__is_map(descriptor, field) */
+} ps__field_name;
+
+typedef struct ps__names {
+  const ProtobufCMessageDescriptor *desc;
+  struct ps__names *next; /* in its bucket; set before publication, never changed */
+  const char *text;
+  ps__field_name f[]; /* one per field, in descriptor order */
+} ps__names;
+
+#define PS__NAMES_BUCKETS 256 /* a power of two */
+#define PS__NAME_COPY 32      /* names up to this long are copied as one fixed-size block */
+static _Atomic(ps__names *) ps__names_buckets[PS__NAMES_BUCKETS];
+
+static ps__names *ps__names_build(const ProtobufCMessageDescriptor *d) {
+  size_t text_len = 0;
+  for (unsigned i = 0; i < d->n_fields; i++)
+    text_len += strlen(d->fields[i].name) + 4;
+  size_t head = sizeof(ps__names) + d->n_fields * sizeof(ps__field_name);
+  /* PS__NAME_COPY bytes of padding after the text: see ps__put_name. */
+  ps__names *t = calloc(1, head + text_len + 1 + PS__NAME_COPY);
+  if (!t)
+    abort();
+  char *text = (char *)t + head, *w = text;
+  t->desc = d;
+  t->next = NULL;
+  t->text = text;
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    t->f[i].off = (uint32_t)(w - text);
+    *w++ = ',';
+    *w++ = '"';
+    /* proto name to JSON name: '_' dropped, the next letter upper-cased */
+    int up = 0;
+    for (const char *p = f->name; *p; p++) {
+      if (*p == '_') {
+        up = 1;
+        continue;
+      }
+      *w++ = (up && *p >= 'a' && *p <= 'z') ? (char)(*p - 'a' + 'A') : *p;
+      up = 0;
     }
-    *w++ = (up && *p >= 'a' && *p <= 'z') ? (char)(*p - 'a' + 'A') : *p;
-    up = 0;
+    *w++ = '"';
+    *w++ = ':';
+    t->f[i].len = (uint32_t)(w - text) - t->f[i].off;
+    t->f[i].is_map = (uint8_t)ps_pbjson__is_map(d, f);
   }
-  *w++ = '"';
-  *w++ = ':';
-  out->len = (size_t)(w - out->data);
-  out->data[out->len] = '\0';
+  *w = '\0';
+  return t;
+}
+
+/*
+ * Writes field fi's name (first: without the comma). A name is short and its
+ * length varies, so rather than calling memcpy for a few bytes, a whole
+ * PS__NAME_COPY-byte block (which the compiler copies inline) goes in when it
+ * fits, and the length counts only the name; the text's padding keeps that
+ * read inside the table.
+ */
+static inline void ps__put_name(ps_buf *out, const ps__names *names, unsigned fi, int first) {
+  const char *src = names->text + names->f[fi].off + first;
+  size_t len = names->f[fi].len - (unsigned)first;
+  if (len <= PS__NAME_COPY && out->cap - out->len > PS__NAME_COPY) {
+    memcpy(out->data + out->len, src, PS__NAME_COPY);
+    out->len += len;
+    out->data[out->len] = '\0';
+  } else {
+    ps_buf_append(out, src, len);
+  }
+}
+
+/* The names table of d, built on first use. */
+static const ps__names *ps__names_of(const ProtobufCMessageDescriptor *d) {
+  uint64_t h = (uint64_t)(uintptr_t)d * 0x9E3779B97F4A7C15ull;
+  _Atomic(ps__names *) *bucket = &ps__names_buckets[h >> 56 & (PS__NAMES_BUCKETS - 1)];
+  ps__names *first = atomic_load_explicit(bucket, memory_order_acquire);
+  for (ps__names *t = first; t; t = t->next)
+    if (t->desc == d)
+      return t;
+  ps__names *mine = ps__names_build(d);
+  for (;;) {
+    mine->next = first;
+    if (atomic_compare_exchange_weak_explicit(bucket, &first, mine, memory_order_release,
+                                              memory_order_acquire))
+      return mine;
+    /* Another table went in first (first now holds the new head): it may be d's. */
+    for (ps__names *t = first; t; t = t->next)
+      if (t->desc == d) {
+        free(mine);
+        return t;
+      }
+  }
 }
 
 static int ps__enc_msg(ps_buf *out, const ProtobufCMessage *m, int depth);
@@ -587,20 +739,19 @@ static int ps__enc_msg(ps_buf *out, const ProtobufCMessage *m, int depth) {
   if (depth > PS_PBJSON__MAX_DEPTH)
     return PS_EINVAL;
   const ProtobufCMessageDescriptor *d = m->descriptor;
+  const ps__names *names = ps__names_of(d);
   int first = 1;
   ps_buf_putc(out, '{');
   for (unsigned fi = 0; fi < d->n_fields; fi++) {
     const ProtobufCFieldDescriptor *f = &d->fields[fi];
     if (!ps_pbjson__present(m, f))
       continue;
-    if (!first)
-      ps_buf_putc(out, ',');
+    ps__put_name(out, names, fi, first);
     first = 0;
-    ps__put_name(out, f->name);
     int rc;
     if (f->label != PROTOBUF_C_LABEL_REPEATED) {
       rc = ps__enc_value(out, f, (const char *)m + f->offset, depth);
-    } else if (ps_pbjson__is_map(d, f)) {
+    } else if (names->f[fi].is_map) {
       rc = ps__enc_map(out, f, m, depth);
     } else {
       size_t n = *PS_PBJSON__CAT(size_t, m, f->quantifier_offset), es = ps_pbjson__elem_size(f->type);

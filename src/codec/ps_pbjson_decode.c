@@ -7,25 +7,46 @@
  * name, numbers or strings for integers (with exponents, as long as the value
  * is whole), "NaN"/"Infinity", enum names or numbers, standard or URL-safe
  * base64 with or without padding, null for "leave at the default". It refuses
- * what protojson refuses: unknown or repeated fields, two members of a oneof,
- * wrong JSON types, out-of-range numbers, invalid UTF-8.
+ * what protojson refuses: unknown or repeated fields (and duplicate map keys),
+ * two members of a oneof, wrong JSON types, out-of-range numbers, invalid
+ * UTF-8.
  *
- * jansson does the parsing. Its integers are 64-bit signed and it refuses
- * larger integer literals outright, yet Go writes the double 1e20 as
- * 100000000000000000000; so a document that overflows is parsed a second time
- * with every number as a double, and in that pass an integer field accepts
- * only values below 2^53, which a double holds exactly (a larger one must be
- * quoted, as every proto3 JSON writer does for 64-bit integers anyway). The
- * same goes for a document with the number -0 (a negative zero double, as Go
- * writes it), which jansson would otherwise read as the integer 0.
+ * yajl does the parsing, as a stream of events (a key, a string, the start of
+ * an object...) that are written straight into the message: no document tree
+ * is built. A stack of frames says where the next value goes: a message (with
+ * the field its last key named, and which fields it has seen), a list (its
+ * array, grown as elements come) or a map (its entries, the current one's key
+ * already read). yajl hands every number over as its text, so integers are
+ * read exactly, whatever their size or form (1e3, 2500e-2, -0), and floating
+ * point values by strtod/strtof, rounded once.
+ *
+ * yajl is laxer than JSON in three ways, which a scan of the text refuses
+ * before parsing: its UTF-8 check lets overlong forms, surrogates and code
+ * points above U+10FFFF through (the scan applies ps_utf8_valid's rules to the
+ * whole text, so yajl's own check is off); it reads an unpaired UTF-16
+ * surrogate escape as '?' (the scan refuses \uD800 without a low surrogate
+ * after it, and a lone \uDC00); it takes vertical tab and form feed for
+ * whitespace. Comments and partial values stay refused.
+ *
+ * Each thread keeps one parser (yajl 2 has no reset; a new one costs more
+ * than a small document): it is told to accept values one after the other,
+ * and this file requires that nothing but whitespace follow the first one
+ * (which also covers yajl 2.1.0 taking an unterminated string after the value
+ * for the end of the text). After a syntax error the parser is replaced.
+ *
+ * A syntax error anywhere wins over any other error (a text that is not JSON
+ * is reported as such, wherever the first problem of its content lies): after
+ * the first error in the content the parse goes on to the end, building
+ * nothing, to look for one.
  *
  * The message is built the way protobuf-c's unpacker builds one, with the
  * caller's allocator: each string and bytes value and each array in its own
  * allocation, each submessage initialised by its descriptor, so that
  * protobuf_c_message_free_unpacked frees it. Every allocation is linked into
- * the tree as soon as it is made, so one free cleans up after any error.
+ * the tree as soon as it is made (a list's count always says how many of its
+ * slots are filled), so one free cleans up after any error.
  */
-#include <jansson.h>
+#include <inttypes.h>
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
@@ -33,31 +54,69 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <yajl/yajl_parse.h>
 
 #include "codec/ps_pbjson.h"
 #include "codec/ps_pbjson_internal.h"
 #include "core/ps_error.h"
 
-/* An integer read from a JSON double must be below this to be known exactly. */
-#define PS__EXACT_INT 9007199254740992.0 /* 2^53 */
+/* Frames at most: messages 0..MAX_DEPTH deep, a list or map between each two, one more on top. */
+#define PS__MAX_FRAMES (2 * (PS_PBJSON__MAX_DEPTH + 1))
+
+enum { PS__MSG, PS__LIST, PS__MAP };
+
+/* What a yajl event delivered. */
+enum { PS__J_NULL, PS__J_BOOL, PS__J_NUMBER, PS__J_STRING, PS__J_OBJECT, PS__J_ARRAY };
 
 typedef struct {
+  int t;         /* PS__J_* */
+  const char *s; /* number text or string bytes (not NUL-terminated) */
+  size_t n;
+  int b; /* a boolean's value */
+} ps__val;
+
+typedef struct {
+  unsigned char kind;    /* PS__MSG, PS__LIST, PS__MAP */
+  unsigned char spelled; /* PS__MSG: the current field was named by 1: its name, 2: its JSON name */
+  unsigned char has_key; /* PS__MAP: an entry's key has been read and its value not yet ended */
+  int depth;             /* of the message, or of the message holding the list or map */
+  ProtobufCMessage *m;   /* the message, or the one holding the list or map */
+  const ProtobufCMessageDescriptor *d; /* PS__MSG: its type */
+  const ProtobufCFieldDescriptor *f;   /* PS__MSG: the field being read, or NULL; else the list or map */
+  size_t seen;                         /* PS__MSG: where its field marks start in ps__rd.seen */
+  size_t n, cap;                       /* PS__LIST, PS__MAP: elements (entries) so far, room for */
+  size_t cur;                          /* PS__LIST: index of the element being read */
+  ProtobufCMessage *entry;             /* PS__MAP: the entry being read */
+  char key[41];                        /* PS__MAP: its key as written, cut at 40 bytes (for error paths) */
+} ps__frame;
+
+typedef struct ps__tls ps__tls;
+
+/* The state of one decode (each thread keeps one in its ps__tls). */
+
+typedef struct {
+  ps__tls *tls;
   ProtobufCAllocator *alloc;
-  int rc;
+  const ProtobufCMessageDescriptor *desc; /* the root's type */
+  ProtobufCMessage *root;
+  int rc;           /* the first error, or 0 */
   char reason[192]; /* what is wrong */
-  char path[256];   /* where, built while unwinding */
+  char path[256];   /* where */
+  /* Per message frame, per field: 0 not seen, else how it was named (as ps__frame.spelled). */
+  unsigned char *seen;
+  size_t seen_len, seen_cap;
+  unsigned char seen_buf[512];
+  yajl_handle h;
+  const char *json; /* the text */
+  size_t len;
+  int completing;  /* in yajl_complete_parse: yajl's offsets are no longer into the text */
+  int level;       /* JSON nesting, counted even after an error */
+  size_t root_end; /* where the (first) top-level value ends, or SIZE_MAX */
+  int nf;          /* frames in use */
+  ps__frame fr[PS__MAX_FRAMES];
 } ps__rd;
 
-static int ps__fail(ps__rd *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int ps__fail(ps__rd *r, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(r->reason, sizeof r->reason, fmt, ap);
-  va_end(ap);
-  r->path[0] = '\0';
-  r->rc = PS_EINVAL;
-  return PS_EINVAL;
-}
+/* ---- errors ----------------------------------------------------------------- */
 
 /* Prepends a path element: a field name (".name") or a list index ("[i]"). */
 static void ps__path_push(ps__rd *r, const char *name, size_t idx) {
@@ -70,11 +129,77 @@ static void ps__path_push(ps__rd *r, const char *name, size_t idx) {
   memcpy(r->path, el, k);
 }
 
+/* Writes a field's JSON name (its name with "_x" read as "X") into buf. */
+static const char *ps__json_name(const char *name, char *buf, size_t size) {
+  size_t k = 0;
+  int up = 0;
+  for (; *name && k + 1 < size; name++) {
+    if (*name == '_') {
+      up = 1;
+      continue;
+    }
+    buf[k++] = (up && *name >= 'a' && *name <= 'z') ? (char)(*name - 'a' + 'A') : *name;
+    up = 0;
+  }
+  buf[k] = '\0';
+  return buf;
+}
+
+/* The path of where the frames stand: field names as written, list indexes, map keys. */
+static void ps__path_build(ps__rd *r) {
+  r->path[0] = '\0';
+  for (int i = r->nf - 1; i >= 0; i--) {
+    const ps__frame *t = &r->fr[i];
+    if (t->kind == PS__LIST) {
+      ps__path_push(r, NULL, t->cur);
+    } else if (t->kind == PS__MAP) {
+      if (t->has_key)
+        ps__path_push(r, t->key, 0);
+    } else if (t->f) {
+      char jn[96];
+      ps__path_push(r, t->spelled == 1 ? t->f->name : ps__json_name(t->f->name, jn, sizeof jn), 0);
+    }
+  }
+}
+
+static int ps__fail(ps__rd *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int ps__fail(ps__rd *r, const char *fmt, ...) {
+  if (r->rc)
+    return r->rc;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->reason, sizeof r->reason, fmt, ap);
+  va_end(ap);
+  ps__path_build(r);
+  r->rc = PS_EINVAL;
+  return PS_EINVAL;
+}
+
+/* At most 40 bytes of a value, for "%.*s" in error messages. */
+#define PS__SHOW(n) ((int)((n) < 40 ? (n) : 40))
+
+/* s[0..n) for an error message: at most max bytes, a NUL shown as \u0000. */
+static const char *ps__show(const char *s, size_t n, size_t max, char *buf, size_t size) {
+  size_t k = 0;
+  for (size_t i = 0; i < n && i < max && k + 7 < size; i++) {
+    if (s[i] == '\0') {
+      memcpy(buf + k, "\\u0000", 6);
+      k += 6;
+    } else {
+      buf[k++] = s[i];
+    }
+  }
+  buf[k] = '\0';
+  return buf;
+}
+
+/* ---- memory ----------------------------------------------------------------- */
+
 static void *ps__alloc(ps__rd *r, size_t n) {
   void *p = r->alloc->alloc(r->alloc->allocator_data, n);
-  if (!p) {
+  if (!p && !r->rc) {
     snprintf(r->reason, sizeof r->reason, "out of memory");
-    r->path[0] = '\0';
+    ps__path_build(r);
     r->rc = PS_ENOMEM;
   }
   return p;
@@ -91,12 +216,102 @@ static void ps__sys_free(void *data, void *p) {
 /* What protobuf_c_message_free_unpacked(msg, NULL) frees with. */
 static ProtobufCAllocator ps__sys_allocator = {ps__sys_alloc, ps__sys_free, NULL};
 
+/* yajl's own state (its stacks and buffers): the C heap; yajl cannot fail an allocation. */
+static void *ps__yajl_malloc(void *ctx, size_t n) {
+  (void)ctx;
+  void *p = malloc(n);
+  if (!p)
+    abort();
+  return p;
+}
+static void *ps__yajl_realloc(void *ctx, void *p, size_t n) {
+  (void)ctx;
+  p = realloc(p, n);
+  if (!p)
+    abort();
+  return p;
+}
+static void ps__yajl_free(void *ctx, void *p) {
+  (void)ctx;
+  free(p);
+}
+static yajl_alloc_funcs ps__yajl_alloc_funcs = {ps__yajl_malloc, ps__yajl_realloc, ps__yajl_free, NULL};
+
 static locale_t ps__c_locale;
 static pthread_once_t ps__c_locale_once = PTHREAD_ONCE_INIT;
 static void ps__c_locale_init(void) {
   ps__c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
   if (!ps__c_locale)
     abort();
+}
+
+/* ---- per-thread state ------------------------------------------------------- */
+
+/*
+ * A field lookup remembered: key[0..n) (n <= 24) of message type d names f.
+ * The key is kept as the three 8-byte words that cover it (head, middle,
+ * tail, zero-padded below 8 bytes), so that comparing them compares the key.
+ * Message types are protoc-c's static descriptors: a pointer names the same
+ * one for the life of the process.
+ */
+typedef struct {
+  const ProtobufCMessageDescriptor *d;
+  const ProtobufCFieldDescriptor *f;
+  uint64_t a, m, b;
+  unsigned char n, spelled;
+} ps__fent;
+
+#define PS__FCACHE 256 /* entries, direct-mapped; a message type has a few dozen keys at most */
+#define PS__RCACHE 64
+
+/*
+ * What a thread keeps from one decode to the next: its yajl parser (yajl 2
+ * has no reset, and a new parser costs more than a small document), the
+ * decoding state (frames, field marks), the field lookups (a binary search by
+ * name, then a scan by JSON name, would cost more than all the rest of a
+ * key's handling) and which message types have required fields. Freed when
+ * the thread exits.
+ */
+struct ps__tls {
+  yajl_handle h; /* ready for the next document, or NULL */
+  int busy;      /* in ps_pbjson_decode */
+  ps__rd rd;
+  ps__fent fields[PS__FCACHE];
+  struct {
+    const ProtobufCMessageDescriptor *d;
+    int required; /* the type has required (proto2) fields */
+  } req[PS__RCACHE];
+};
+
+static pthread_key_t ps__tls_key;
+static pthread_once_t ps__tls_once = PTHREAD_ONCE_INIT;
+static _Thread_local ps__tls *ps__tls_mine;
+
+static void ps__tls_free(void *p) {
+  ps__tls *c = p;
+  if (c->h)
+    yajl_free(c->h);
+  if (c->rd.seen != c->rd.seen_buf)
+    free(c->rd.seen);
+  free(c);
+  ps__tls_mine = NULL;
+}
+static void ps__tls_key_init(void) {
+  if (pthread_key_create(&ps__tls_key, ps__tls_free) != 0)
+    abort();
+}
+
+static ps__tls *ps__tls_get(void) {
+  ps__tls *c = ps__tls_mine;
+  if (c)
+    return c;
+  pthread_once(&ps__tls_once, ps__tls_key_init);
+  if (!(c = calloc(1, sizeof *c)) || pthread_setspecific(ps__tls_key, c) != 0)
+    abort();
+  c->rd.tls = c;
+  c->rd.seen = c->rd.seen_buf;
+  c->rd.seen_cap = sizeof c->rd.seen_buf;
+  return ps__tls_mine = c;
 }
 
 /* ---- numbers ---------------------------------------------------------------- */
@@ -194,31 +409,24 @@ static int ps__int_text(const char *s, size_t n, int *neg, uint64_t *mag) {
  * Reads an integer field's value (number, or number in a string) into *out,
  * which must lie in [lo, hi] (signed) or [0, uhi] (is_unsigned).
  */
-static int ps__rd_int(ps__rd *r, json_t *v, int is_unsigned, int64_t lo, int64_t hi, uint64_t uhi,
+static int ps__rd_int(ps__rd *r, const ps__val *v, int is_unsigned, int64_t lo, int64_t hi, uint64_t uhi,
                       const char *what, uint64_t *out) {
   int neg = 0;
   uint64_t mag = 0;
-  if (json_is_integer(v)) {
-    json_int_t x = json_integer_value(v);
-    neg = x < 0;
-    mag = neg ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
-  } else if (json_is_real(v)) {
-    double x = json_real_value(v);
-    if (!isfinite(x) || x != floor(x))
-      return ps__fail(r, "%s: not a whole number", what);
-    if (fabs(x) >= PS__EXACT_INT) /* 2^53 itself may be 2^53 + 1 rounded */
-      return ps__fail(r,
-                      "%s: integer too large to read exactly from a JSON number; "
-                      "write it as a string",
-                      what);
-    neg = x < 0;
-    mag = (uint64_t)fabs(x);
-  } else if (json_is_string(v)) {
-    int rc = ps__int_text(json_string_value(v), json_string_length(v), &neg, &mag);
+  if (v->t == PS__J_NUMBER) {
+    int rc = ps__int_text(v->s, v->n, &neg, &mag);
     if (rc == -1)
-      return ps__fail(r, "%s: \"%.40s\" is not a whole number", what, json_string_value(v));
+      return ps__fail(r, "%s: not a whole number", what);
     if (rc == -2)
-      return ps__fail(r, "%s: %.40s is out of range", what, json_string_value(v));
+      return ps__fail(r, "%s: value out of range", what);
+  } else if (v->t == PS__J_STRING) {
+    int rc = ps__int_text(v->s, v->n, &neg, &mag);
+    char show[256];
+    if (rc == -1)
+      return ps__fail(r, "%s: \"%s\" is not a whole number", what,
+                      ps__show(v->s, v->n, 40, show, sizeof show));
+    if (rc == -2)
+      return ps__fail(r, "%s: %s is out of range", what, ps__show(v->s, v->n, 40, show, sizeof show));
   } else {
     return ps__fail(r, "%s: expected a number or a numeric string", what);
   }
@@ -234,68 +442,47 @@ static int ps__rd_int(ps__rd *r, json_t *v, int is_unsigned, int64_t lo, int64_t
   return 0;
 }
 
-static int ps__rd_floating(ps__rd *r, json_t *v, int is_float, double *out) {
-  const char *what = is_float ? "float" : "double";
-  double x;
-  if (json_is_integer(v)) {
-    x = (double)json_integer_value(v);
-  } else if (json_is_real(v)) {
-    x = json_real_value(v);
-  } else if (json_is_string(v)) {
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
-    if (strcmp(s, "NaN") == 0) {
-      x = NAN;
-    } else if (strcmp(s, "Infinity") == 0) {
-      x = INFINITY;
-    } else if (strcmp(s, "-Infinity") == 0) {
-      x = -INFINITY;
-    } else if (ps__is_json_number(s, n)) {
-      pthread_once(&ps__c_locale_once, ps__c_locale_init);
-      if (is_float) {
-        float f = strtof_l(s, NULL, ps__c_locale);
-        if (isinf(f))
-          return ps__fail(r, "%s: %.40s is out of range", what, s);
-        *out = f;
-        return 0;
-      }
-      x = strtod_l(s, NULL, ps__c_locale);
-      if (isinf(x))
-        return ps__fail(r, "%s: %.40s is out of range", what, s);
-    } else {
-      return ps__fail(r, "%s: \"%.40s\" is not a number", what, s);
-    }
-  } else {
-    return ps__fail(r, "%s: expected a number or a string", what);
-  }
-  if (is_float && isfinite(x) && isinf((float)x))
-    return ps__fail(r, "%s: %g is out of range", what, x);
-  *out = x;
-  return 0;
+/* strtod (or strtof) in the C locale of the JSON number s[0..n). */
+static double ps__strtod(const char *s, size_t n, int is_float) {
+  char buf[64], *p = buf;
+  if (n >= sizeof buf && !(p = malloc(n + 1)))
+    abort();
+  memcpy(p, s, n);
+  p[n] = '\0';
+  pthread_once(&ps__c_locale_once, ps__c_locale_init);
+  double x = is_float ? (double)strtof_l(p, NULL, ps__c_locale) : strtod_l(p, NULL, ps__c_locale);
+  if (p != buf)
+    free(p);
+  return x;
 }
 
-/*
- * Whether the JSON text has the number -0 (as Go and penstock write a
- * negative zero double). jansson reads it as the integer 0, losing the sign,
- * so such a document is read with every number as a double.
- */
-static int ps__has_negative_zero(const char *s, size_t n) {
-  if (!memmem(s, n, "-0", 2))
-    return 0;
-  int in_str = 0;
-  for (size_t i = 0; i + 1 < n; i++) {
-    if (in_str) {
-      if (s[i] == '\\')
-        i++;
-      else if (s[i] == '"')
-        in_str = 0;
-    } else if (s[i] == '"') {
-      in_str = 1;
-    } else if (s[i] == '-' && s[i + 1] == '0' &&
-               (i + 2 == n || !strchr("0123456789.eE", s[i + 2]) || s[i + 2] == '\0')) {
-      return 1;
+static int ps__rd_floating(ps__rd *r, const ps__val *v, int is_float, double *out) {
+  const char *what = is_float ? "float" : "double";
+  const char *s = v->s;
+  size_t n = v->n;
+  if (v->t == PS__J_STRING) {
+    if (n == 3 && memcmp(s, "NaN", 3) == 0) {
+      *out = NAN;
+      return 0;
     }
+    if (n == 8 && memcmp(s, "Infinity", 8) == 0) {
+      *out = INFINITY;
+      return 0;
+    }
+    if (n == 9 && memcmp(s, "-Infinity", 9) == 0) {
+      *out = -INFINITY;
+      return 0;
+    }
+    char show[256];
+    if (!ps__is_json_number(s, n))
+      return ps__fail(r, "%s: \"%s\" is not a number", what, ps__show(s, n, 40, show, sizeof show));
+  } else if (v->t != PS__J_NUMBER) {
+    return ps__fail(r, "%s: expected a number or a string", what);
   }
+  double x = ps__strtod(s, n, is_float);
+  if (isinf(x))
+    return ps__fail(r, "%s: %.*s is out of range", what, PS__SHOW(n), s);
+  *out = x;
   return 0;
 }
 
@@ -346,33 +533,116 @@ static long ps__base64_decode(const char *s, size_t n, uint8_t *out) {
   return (long)k;
 }
 
-/* ---- messages --------------------------------------------------------------- */
+/* ---- names ------------------------------------------------------------------ */
 
-static int ps__rd_msg(ps__rd *r, const ProtobufCMessageDescriptor *d, json_t *obj, ProtobufCMessage *m,
-                      int depth);
-
-static ProtobufCMessage *ps__new_msg(ps__rd *r, const ProtobufCMessageDescriptor *d) {
-  ProtobufCMessage *m = ps__alloc(r, d->sizeof_message);
-  if (!m)
-    return NULL;
-  if (d->message_init) {
-    d->message_init(m);
-  } else {
-    memset(m, 0, d->sizeof_message);
-    m->descriptor = d;
+/* Compares the NUL-terminated name with key[0..n) in strcmp's order. */
+static int ps__name_cmp(const char *name, const char *key, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char a = (unsigned char)name[i], b = (unsigned char)key[i];
+    if (a == 0)
+      return -1; /* name is shorter (or key holds a NUL here: no match either way) */
+    if (a != b)
+      return a < b ? -1 : 1;
   }
-  return m;
+  return name[n] ? 1 : 0;
 }
 
-/* Copies a JSON string into a new NUL-terminated string at *dst. */
-static int ps__rd_string(ps__rd *r, const char *s, size_t n, char **dst) {
-  char *p = ps__alloc(r, n + 1);
-  if (!p)
-    return r->rc;
-  memcpy(p, s, n);
-  p[n] = '\0';
-  *dst = p;
-  return 0;
+/* Whether key[0..n) is the JSON name of the field called name. */
+static int ps__json_name_eq(const char *name, const char *key, size_t n) {
+  size_t i = 0;
+  int up = 0;
+  for (; *name; name++) {
+    if (*name == '_') {
+      up = 1;
+      continue;
+    }
+    char c = (up && *name >= 'a' && *name <= 'z') ? (char)(*name - 'a' + 'A') : *name;
+    up = 0;
+    if (i == n || key[i++] != c)
+      return 0;
+  }
+  return i == n;
+}
+
+/* The field named key[0..n), by its name (*spelled = 1) or its JSON name (2), or NULL. */
+static const ProtobufCFieldDescriptor *ps__find_field(const ProtobufCMessageDescriptor *d, const char *key,
+                                                      size_t n, unsigned char *spelled) {
+  unsigned lo = 0, hi = d->n_fields;
+  while (lo < hi) {
+    unsigned mid = lo + (hi - lo) / 2;
+    const ProtobufCFieldDescriptor *f = &d->fields[d->fields_sorted_by_name[mid]];
+    int c = ps__name_cmp(f->name, key, n);
+    if (c == 0) {
+      *spelled = 1;
+      return f;
+    }
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (unsigned i = 0; i < d->n_fields; i++)
+    if (ps__json_name_eq(d->fields[i].name, key, n)) {
+      *spelled = 2;
+      return &d->fields[i];
+    }
+  return NULL;
+}
+
+/* ps__find_field through the thread's cache. */
+static const ProtobufCFieldDescriptor *ps__lookup(ps__tls *c, const ProtobufCMessageDescriptor *d,
+                                                  const char *key, size_t n, unsigned char *spelled) {
+  if (n == 0 || n > 24)
+    return ps__find_field(d, key, n, spelled);
+  const unsigned char *k = (const unsigned char *)key;
+  uint64_t a = 0, m = 0, b = 0;
+  if (n >= 8) {
+    a = ps_pbjson__load8(k);
+    b = ps_pbjson__load8(k + n - 8);
+    if (n > 16)
+      m = ps_pbjson__load8(k + 8);
+  } else {
+    for (size_t i = 0; i < n; i++)
+      a |= (uint64_t)k[i] << (8 * i);
+  }
+  uint64_t h = (a ^ (uint64_t)(uintptr_t)d) * 0x9E3779B97F4A7C15ull ^ (b + m + n) * 0xC2B2AE3D27D4EB4Full;
+  ps__fent *e = &c->fields[(h ^ h >> 29) >> 56];
+  if (e->d == d && e->n == n && e->a == a && e->b == b && e->m == m) {
+    *spelled = e->spelled;
+    return e->f;
+  }
+  const ProtobufCFieldDescriptor *f = ps__find_field(d, key, n, spelled);
+  if (f)
+    *e = (ps__fent){d, f, a, m, b, (unsigned char)n, *spelled};
+  return f;
+}
+
+/* Whether message type d has required fields, through the thread's cache. */
+static int ps__has_required(ps__tls *c, const ProtobufCMessageDescriptor *d) {
+  size_t i = ((uintptr_t)d >> 4) % PS__RCACHE;
+  if (c->req[i].d != d) {
+    int req = 0;
+    for (unsigned fi = 0; fi < d->n_fields && !req; fi++)
+      req = d->fields[fi].label == PROTOBUF_C_LABEL_REQUIRED;
+    c->req[i].d = d;
+    c->req[i].required = req;
+  }
+  return c->req[i].required;
+}
+
+static const ProtobufCEnumValue *ps__find_enum(const ProtobufCEnumDescriptor *ed, const char *key, size_t n) {
+  unsigned lo = 0, hi = ed->n_value_names;
+  while (lo < hi) {
+    unsigned mid = lo + (hi - lo) / 2;
+    int c = ps__name_cmp(ed->values_by_name[mid].name, key, n);
+    if (c == 0)
+      return &ed->values[ed->values_by_name[mid].index];
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
 }
 
 static const char *ps__type_word(ProtobufCType t) {
@@ -391,8 +661,120 @@ static const char *ps__type_word(ProtobufCType t) {
   }
 }
 
-/* Reads one value of f's type from v into dst (an element, for lists). */
-static int ps__rd_value(ps__rd *r, const ProtobufCFieldDescriptor *f, json_t *v, void *dst, int depth) {
+/* ---- frames ----------------------------------------------------------------- */
+
+static ps__frame *ps__push(ps__rd *r, int kind, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
+                           int depth) {
+  if (r->nf == PS__MAX_FRAMES) { /* cannot happen: the depth check comes first */
+    ps__fail(r, "messages nested deeper than %d", PS_PBJSON__MAX_DEPTH);
+    return NULL;
+  }
+  ps__frame *t = &r->fr[r->nf++];
+  t->kind = (unsigned char)kind;
+  t->has_key = 0;
+  t->depth = depth;
+  t->m = m;
+  t->f = f;
+  t->n = t->cap = t->cur = 0;
+  return t;
+}
+
+static void ps__push_msg(ps__rd *r, const ProtobufCMessageDescriptor *d, ProtobufCMessage *m, int depth) {
+  size_t need = r->seen_len + d->n_fields;
+  if (need > r->seen_cap) {
+    size_t cap = need * 2;
+    unsigned char *p = r->seen == r->seen_buf ? malloc(cap) : realloc(r->seen, cap);
+    if (!p)
+      abort();
+    if (r->seen == r->seen_buf)
+      memcpy(p, r->seen_buf, r->seen_len);
+    r->seen = p;
+    r->seen_cap = cap;
+  }
+  ps__frame *t = ps__push(r, PS__MSG, m, NULL, depth);
+  if (!t)
+    return;
+  t->d = d;
+  t->seen = r->seen_len;
+  memset(r->seen + r->seen_len, 0, d->n_fields);
+  r->seen_len = need;
+}
+
+static void ps__pop(ps__rd *r) {
+  ps__frame *t = &r->fr[--r->nf];
+  if (t->kind == PS__MSG)
+    r->seen_len = t->seen;
+}
+
+static ProtobufCMessage *ps__new_msg(ps__rd *r, const ProtobufCMessageDescriptor *d) {
+  ProtobufCMessage *m = ps__alloc(r, d->sizeof_message);
+  if (!m)
+    return NULL;
+  if (d->message_init) {
+    d->message_init(m);
+  } else {
+    memset(m, 0, d->sizeof_message);
+    m->descriptor = d;
+  }
+  return m;
+}
+
+/*
+ * Adds a zeroed element of es bytes to the list or map of frame t and returns
+ * it. The array grows by doubling, through the caller's allocator (which has
+ * no realloc): a new array, the elements copied, the old one freed; the field
+ * and its count always describe the elements filled so far.
+ */
+static void *ps__grow(ps__rd *r, ps__frame *t, size_t es) {
+  char **field = PS_PBJSON__AT(char *, t->m, t->f->offset);
+  if (t->n == t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 8;
+    if (cap > SIZE_MAX / 2 / es) {
+      ps__fail(r, "too many elements");
+      return NULL;
+    }
+    char *arr = ps__alloc(r, cap * es);
+    if (!arr)
+      return NULL;
+    char *old = *field;
+    if (t->n)
+      memcpy(arr, old, t->n * es);
+    *field = arr;
+    if (old)
+      r->alloc->free(r->alloc->allocator_data, old);
+    t->cap = cap;
+  }
+  char *slot = *field + t->n * es;
+  memset(slot, 0, es);
+  *PS_PBJSON__AT(size_t, t->m, t->f->quantifier_offset) = ++t->n;
+  return slot;
+}
+
+/* ---- values ----------------------------------------------------------------- */
+
+/* Copies s[0..n) into a new NUL-terminated string at *dst. */
+static int ps__rd_string(ps__rd *r, const char *s, size_t n, char **dst) {
+  char *p = ps__alloc(r, n + 1);
+  if (!p)
+    return r->rc;
+  memcpy(p, s, n);
+  p[n] = '\0';
+  *dst = p;
+  return 0;
+}
+
+/* Sets the has_ flag of a proto2 (or proto3 `optional`) scalar. */
+static void ps__mark_present(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
+  if (f->label == PROTOBUF_C_LABEL_OPTIONAL && !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+      f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+    *PS_PBJSON__AT(protobuf_c_boolean, m, f->quantifier_offset) = 1;
+}
+
+/*
+ * Reads one value of f's type from v into dst (an element, for lists). A
+ * message starts a frame of its own, depth + 1 deep, that its fields go to.
+ */
+static int ps__put(ps__rd *r, const ProtobufCFieldDescriptor *f, const ps__val *v, void *dst, int depth) {
   uint64_t u;
   int rc;
   switch (f->type) {
@@ -428,26 +810,28 @@ static int ps__rd_value(ps__rd *r, const ProtobufCFieldDescriptor *f, json_t *v,
     if ((rc = ps__rd_floating(r, v, f->type == PROTOBUF_C_TYPE_FLOAT, &x)))
       return rc;
     if (f->type == PROTOBUF_C_TYPE_FLOAT)
-      *(float *)dst = (float)x;
+      *(float *)dst = (float)x; /* exact: x came from strtof */
     else
       *(double *)dst = x;
     return 0;
   }
   case PROTOBUF_C_TYPE_BOOL:
-    if (!json_is_boolean(v))
+    if (v->t != PS__J_BOOL)
       return ps__fail(r, "bool: expected true or false");
-    *(protobuf_c_boolean *)dst = json_is_true(v);
+    *(protobuf_c_boolean *)dst = v->b != 0;
     return 0;
   case PROTOBUF_C_TYPE_ENUM: {
     const ProtobufCEnumDescriptor *ed = f->descriptor;
-    if (json_is_string(v)) {
-      const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(ed, json_string_value(v));
+    if (v->t == PS__J_STRING) {
+      const ProtobufCEnumValue *ev = ps__find_enum(ed, v->s, v->n);
+      char show[256];
       if (!ev)
-        return ps__fail(r, "%s has no value named \"%.40s\"", ed->name, json_string_value(v));
+        return ps__fail(r, "%s has no value named \"%s\"", ed->name,
+                        ps__show(v->s, v->n, 40, show, sizeof show));
       *(int *)dst = ev->value;
       return 0;
     }
-    if (!json_is_number(v))
+    if (v->t != PS__J_NUMBER)
       return ps__fail(r, "%s: expected a name or a number", ed->name);
     if ((rc = ps__rd_int(r, v, 0, INT32_MIN, INT32_MAX, 0, ed->name, &u)))
       return rc;
@@ -455,25 +839,24 @@ static int ps__rd_value(ps__rd *r, const ProtobufCFieldDescriptor *f, json_t *v,
     return 0;
   }
   case PROTOBUF_C_TYPE_STRING:
-    if (!json_is_string(v))
+    if (v->t != PS__J_STRING)
       return ps__fail(r, "string: expected a JSON string");
-    /* protobuf-c strings end at their first NUL: refuse rather than truncate. */
-    if (memchr(json_string_value(v), '\0', json_string_length(v)))
+    /* protobuf-c strings end at their first NUL: refuse rather than truncate. A string that
+       yajl hands over in the text itself had no escapes, and yajl refuses a raw NUL. */
+    if ((uintptr_t)v->s - (uintptr_t)r->json >= r->len && memchr(v->s, '\0', v->n))
       return ps__fail(r, "string: contains U+0000, which a protobuf-c string cannot hold");
-    return ps__rd_string(r, json_string_value(v), json_string_length(v), (char **)dst);
+    return ps__rd_string(r, v->s, v->n, (char **)dst);
   case PROTOBUF_C_TYPE_BYTES: {
-    if (!json_is_string(v))
+    if (v->t != PS__J_STRING)
       return ps__fail(r, "bytes: expected a base64 string");
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
     ProtobufCBinaryData *b = dst;
-    if (n == 0)
+    if (v->n == 0)
       return 0;
-    uint8_t *p = ps__alloc(r, n / 4 * 3 + 3);
+    uint8_t *p = ps__alloc(r, v->n / 4 * 3 + 3);
     if (!p)
       return r->rc;
     b->data = p; /* linked first: freed with the message if decoding fails */
-    long k = ps__base64_decode(s, n, p);
+    long k = ps__base64_decode(v->s, v->n, p);
     if (k < 0)
       return ps__fail(r, "bytes: invalid base64");
     b->len = (size_t)k;
@@ -481,239 +864,575 @@ static int ps__rd_value(ps__rd *r, const ProtobufCFieldDescriptor *f, json_t *v,
   }
   case PROTOBUF_C_TYPE_MESSAGE: {
     const ProtobufCMessageDescriptor *md = f->descriptor;
+    if (v->t != PS__J_OBJECT)
+      return ps__fail(r, "expected an object (%s)", md->name);
+    if (depth + 1 > PS_PBJSON__MAX_DEPTH)
+      return ps__fail(r, "messages nested deeper than %d", PS_PBJSON__MAX_DEPTH);
     ProtobufCMessage *sub = ps__new_msg(r, md);
     if (!sub)
       return r->rc;
     *(ProtobufCMessage **)dst = sub;
-    return ps__rd_msg(r, md, v, sub, depth + 1);
+    ps__push_msg(r, md, sub, depth + 1);
+    return r->rc;
   }
   }
   return ps__fail(r, "unsupported field type");
 }
 
-/* Sets the has_ flag of a proto2 (or proto3 `optional`) scalar. */
-static void ps__mark_present(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
-  if (f->label == PROTOBUF_C_LABEL_OPTIONAL && !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-      f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
-    *PS_PBJSON__AT(protobuf_c_boolean, m, f->quantifier_offset) = 1;
+/* A value for the field that frame t's last key named. */
+static void ps__msg_value(ps__rd *r, ps__frame *t, const ps__val *v) {
+  const ProtobufCFieldDescriptor *f = t->f;
+  if (v->t == PS__J_NULL)
+    return; /* null: the default, and for a oneof member, not set */
+  if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+    if (ps_pbjson__is_map(t->d, f)) {
+      if (v->t != PS__J_OBJECT)
+        ps__fail(r, "expected an object (a map)");
+      else
+        ps__push(r, PS__MAP, t->m, f, t->depth);
+    } else {
+      if (v->t != PS__J_ARRAY)
+        ps__fail(r, "expected an array");
+      else
+        ps__push(r, PS__LIST, t->m, f, t->depth);
+    }
+    return;
+  }
+  if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+    uint32_t *c = PS_PBJSON__AT(uint32_t, t->m, f->quantifier_offset);
+    if (*c != 0) {
+      const char *other = "";
+      for (unsigned i = 0; i < t->d->n_fields; i++)
+        if (t->d->fields[i].id == *c)
+          other = t->d->fields[i].name;
+      t->f = NULL; /* the error is the message's, not the field's */
+      ps__fail(r, "\"%s\" and \"%s\" are members of the same oneof of %s; at most one may be set", other,
+               f->name, t->d->name);
+      return;
+    }
+    *c = f->id; /* before the value, so that a failure frees it */
+  }
+  if (ps__put(r, f, v, (char *)t->m + f->offset, t->depth) == 0)
+    ps__mark_present(t->m, f);
 }
 
-/* Reads a map key (always a JSON object key, so a string) into dst. */
-static int ps__rd_map_key(ps__rd *r, const ProtobufCFieldDescriptor *kf, const char *key, void *dst) {
-  if (kf->type == PROTOBUF_C_TYPE_STRING)
-    return ps__rd_string(r, key, strlen(key), (char **)dst);
+/* An element of the list of frame t. */
+static void ps__list_value(ps__rd *r, ps__frame *t, const ps__val *v) {
+  t->cur = t->n;
+  if (v->t == PS__J_NULL) {
+    ps__fail(r, "null is not a list element");
+    return;
+  }
+  void *slot = ps__grow(r, t, ps_pbjson__elem_size(t->f->type));
+  if (slot)
+    ps__put(r, t->f, v, slot, t->depth);
+}
+
+/* The value of the entry whose key frame t has just read. */
+static void ps__map_value(ps__rd *r, ps__frame *t, const ps__val *v) {
+  if (v->t == PS__J_NULL) {
+    ps__fail(r, "null is not a map value");
+    return;
+  }
+  const ProtobufCFieldDescriptor *vf = &((const ProtobufCMessageDescriptor *)t->f->descriptor)->fields[1];
+  if (ps__put(r, vf, v, (char *)t->entry + vf->offset, t->depth) == 0)
+    ps__mark_present(t->entry, vf);
+}
+
+/* Every JSON value, wherever it stands. */
+static void ps__value(ps__rd *r, const ps__val *v) {
+  if (r->nf == 0) {
+    if (v->t != PS__J_OBJECT || r->root) {
+      ps__fail(r, "expected an object (%s)", r->desc->name);
+      return;
+    }
+    r->root = ps__new_msg(r, r->desc);
+    if (r->root)
+      ps__push_msg(r, r->desc, r->root, 0);
+    return;
+  }
+  ps__frame *t = &r->fr[r->nf - 1];
+  if (t->kind == PS__MSG)
+    ps__msg_value(r, t, v);
+  else if (t->kind == PS__LIST)
+    ps__list_value(r, t, v);
+  else
+    ps__map_value(r, t, v);
+}
+
+/* A key inside a message: which field comes next. */
+static void ps__msg_key(ps__rd *r, ps__frame *t, const char *key, size_t n) {
+  unsigned char spelled = 0;
+  t->f = NULL;
+  const ProtobufCFieldDescriptor *f = ps__lookup(r->tls, t->d, key, n, &spelled);
+  if (!f) {
+    char show[400];
+    ps__fail(r, "unknown field \"%s\" in %s", ps__show(key, n, 64, show, sizeof show), t->d->name);
+    return;
+  }
+  unsigned char *seen = r->seen + t->seen + (f - t->d->fields);
+  if (*seen) {
+    /* A field may appear once, by either name. */
+    if (*seen == spelled)
+      ps__fail(r, "duplicate key \"%.*s\" in %s", PS__SHOW(n), key, t->d->name);
+    else
+      ps__fail(r, "field \"%s\" of %s given twice", f->name, t->d->name);
+    return;
+  }
+  *seen = spelled;
+  t->f = f;
+  t->spelled = spelled;
+}
+
+/* A key inside a map: a new entry. */
+static void ps__map_key(ps__rd *r, ps__frame *t, const char *key, size_t n) {
+  size_t kl = n < 40 ? n : 40;
+  memcpy(t->key, key, kl);
+  t->key[kl] = '\0';
+  t->has_key = 1;
+  const ProtobufCMessageDescriptor *ed = t->f->descriptor;
+  const ProtobufCFieldDescriptor *kf = &ed->fields[0];
+  ProtobufCMessage **slot = ps__grow(r, t, sizeof *slot);
+  if (!slot)
+    return;
+  ProtobufCMessage *e = ps__new_msg(r, ed);
+  if (!e)
+    return;
+  *slot = t->entry = e;
+  void *dst = (char *)e + kf->offset;
   if (kf->type == PROTOBUF_C_TYPE_BOOL) {
-    if (strcmp(key, "true") != 0 && strcmp(key, "false") != 0)
-      return ps__fail(r, "map key \"%.40s\": expected \"true\" or \"false\"", key);
-    *(protobuf_c_boolean *)dst = key[0] == 't';
-    return 0;
+    if (!(n == 4 && memcmp(key, "true", 4) == 0) && !(n == 5 && memcmp(key, "false", 5) == 0)) {
+      char show[256];
+      ps__fail(r, "map key \"%s\": expected \"true\" or \"false\"", ps__show(key, n, 40, show, sizeof show));
+      return;
+    }
+    *(protobuf_c_boolean *)dst = n == 4;
+  } else {
+    ps__val kv = {PS__J_STRING, key, n, 0};
+    if (ps__put(r, kf, &kv, dst, t->depth))
+      return;
   }
-  json_t *k = json_string(key);
-  if (!k)
-    abort();
-  int rc = ps__rd_value(r, kf, k, dst, 0);
-  json_decref(k);
-  return rc;
+  ps__mark_present(e, kf);
 }
 
-static int ps__rd_map(ps__rd *r, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, json_t *v,
-                      int depth) {
-  if (!json_is_object(v))
-    return ps__fail(r, "expected an object (a map)");
-  size_t n = json_object_size(v);
-  if (n == 0)
-    return 0;
-  const ProtobufCMessageDescriptor *ed = f->descriptor;
-  const ProtobufCFieldDescriptor *kf = &ed->fields[0], *vf = &ed->fields[1];
-  ProtobufCMessage **arr = ps__alloc(r, n * sizeof *arr);
-  if (!arr)
-    return r->rc;
-  memset(arr, 0, n * sizeof *arr);
-  *PS_PBJSON__AT(ProtobufCMessage **, m, f->offset) = arr;
-  *PS_PBJSON__AT(size_t, m, f->quantifier_offset) = n; /* NULL slots free as nothing */
+/* Orders map entries by key (any consistent order: only equality matters). */
+static int ps__key_cmp(const void *a, const void *b, void *arg) {
+  const ProtobufCFieldDescriptor *kf = arg;
+  const char *ka = (const char *)*(ProtobufCMessage *const *)a + kf->offset;
+  const char *kb = (const char *)*(ProtobufCMessage *const *)b + kf->offset;
+  switch (kf->type) {
+  case PROTOBUF_C_TYPE_STRING: return strcmp(*(char *const *)ka, *(char *const *)kb);
+  case PROTOBUF_C_TYPE_BOOL: {
+    protobuf_c_boolean x = *(const protobuf_c_boolean *)ka, y = *(const protobuf_c_boolean *)kb;
+    return (x > y) - (x < y);
+  }
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64:
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64: {
+    uint64_t x = *(const uint64_t *)ka, y = *(const uint64_t *)kb;
+    return (x > y) - (x < y);
+  }
+  default: {
+    uint32_t x = *(const uint32_t *)ka, y = *(const uint32_t *)kb;
+    return (x > y) - (x < y);
+  }
+  }
+}
+
+/* The key of entry e as text, for an error message. */
+static const char *ps__key_text(const ProtobufCFieldDescriptor *kf, const ProtobufCMessage *e, char *buf,
+                                size_t size) {
+  const char *k = (const char *)e + kf->offset;
+  switch (kf->type) {
+  case PROTOBUF_C_TYPE_STRING: snprintf(buf, size, "%.40s", *(char *const *)k); break;
+  case PROTOBUF_C_TYPE_BOOL:
+    snprintf(buf, size, "%s", *(const protobuf_c_boolean *)k ? "true" : "false");
+    break;
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64: snprintf(buf, size, "%" PRId64, *(const int64_t *)k); break;
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64: snprintf(buf, size, "%" PRIu64, *(const uint64_t *)k); break;
+  case PROTOBUF_C_TYPE_UINT32:
+  case PROTOBUF_C_TYPE_FIXED32: snprintf(buf, size, "%" PRIu32, *(const uint32_t *)k); break;
+  default: snprintf(buf, size, "%" PRId32, *(const int32_t *)k); break;
+  }
+  return buf;
+}
+
+/* The end of a map: no key may appear twice (compared as values, as Go's protojson does). */
+static void ps__map_end(ps__rd *r, ps__frame *t) {
+  t->has_key = 0;
+  if (t->n < 2)
+    return;
+  const ProtobufCFieldDescriptor *kf = &((const ProtobufCMessageDescriptor *)t->f->descriptor)->fields[0];
+  ProtobufCMessage **arr = *PS_PBJSON__AT(ProtobufCMessage **, t->m, t->f->offset);
+  const ProtobufCMessage *dup = NULL;
+  if (t->n <= 8) {
+    for (size_t i = 1; i < t->n && !dup; i++)
+      for (size_t j = 0; j < i && !dup; j++)
+        if (ps__key_cmp(&arr[i], &arr[j], (void *)kf) == 0)
+          dup = arr[i];
+  } else {
+    ProtobufCMessage **sorted = malloc(t->n * sizeof *sorted);
+    if (!sorted)
+      abort();
+    memcpy(sorted, arr, t->n * sizeof *sorted);
+    qsort_r(sorted, t->n, sizeof *sorted, ps__key_cmp, (void *)kf);
+    for (size_t i = 1; i < t->n && !dup; i++)
+      if (ps__key_cmp(&sorted[i - 1], &sorted[i], (void *)kf) == 0)
+        dup = sorted[i];
+    free(sorted);
+  }
+  if (dup) {
+    char buf[64];
+    ps__fail(r, "duplicate map key \"%s\"", ps__key_text(kf, dup, buf, sizeof buf));
+  }
+}
+
+/* The end of a message: its required (proto2) fields must have been given. */
+static void ps__msg_end(ps__rd *r, ps__frame *t) {
+  t->f = NULL;
+  if (!ps__has_required(r->tls, t->d))
+    return;
+  const unsigned char *seen = r->seen + t->seen;
+  for (unsigned i = 0; i < t->d->n_fields; i++)
+    if (t->d->fields[i].label == PROTOBUF_C_LABEL_REQUIRED && !seen[i]) {
+      ps__fail(r, "required field \"%s\" of %s is missing", t->d->fields[i].name, t->d->name);
+      return;
+    }
+}
+
+/*
+ * ---- yajl's callbacks ------------------------------------------------------
+ *
+ * After an error they only keep count of the nesting, to find where the
+ * top-level value ends: what follows it is checked once yajl is done.
+ */
+
+/* A scalar: at the top level, it is the whole value. */
+static void ps__scalar_end(ps__rd *r) {
+  if (r->level == 0 && r->root_end == SIZE_MAX)
+    r->root_end = r->completing ? r->len : yajl_get_bytes_consumed(r->h);
+}
+
+static int ps__cb_null(void *ctx) {
+  ps__rd *r = ctx;
+  ps__scalar_end(r);
+  if (!r->rc) {
+    ps__val v = {PS__J_NULL, NULL, 0, 0};
+    ps__value(r, &v);
+  }
+  return 1;
+}
+
+static int ps__cb_boolean(void *ctx, int b) {
+  ps__rd *r = ctx;
+  ps__scalar_end(r);
+  if (!r->rc) {
+    ps__val v = {PS__J_BOOL, NULL, 0, b};
+    ps__value(r, &v);
+  }
+  return 1;
+}
+
+static int ps__cb_number(void *ctx, const char *s, size_t n) {
+  ps__rd *r = ctx;
+  ps__scalar_end(r);
+  if (!r->rc) {
+    ps__val v = {PS__J_NUMBER, s, n, 0};
+    ps__value(r, &v);
+  }
+  return 1;
+}
+
+static int ps__cb_string(void *ctx, const unsigned char *s, size_t n) {
+  ps__rd *r = ctx;
+  ps__scalar_end(r);
+  if (!r->rc) {
+    ps__val v = {PS__J_STRING, (const char *)s, n, 0};
+    ps__value(r, &v);
+  }
+  return 1;
+}
+
+static int ps__cb_start_map(void *ctx) {
+  ps__rd *r = ctx;
+  if (!r->rc) {
+    ps__val v = {PS__J_OBJECT, NULL, 0, 0};
+    ps__value(r, &v);
+  }
+  r->level++;
+  return 1;
+}
+
+static int ps__cb_start_array(void *ctx) {
+  ps__rd *r = ctx;
+  if (!r->rc) {
+    ps__val v = {PS__J_ARRAY, NULL, 0, 0};
+    ps__value(r, &v);
+  }
+  r->level++;
+  return 1;
+}
+
+static int ps__cb_map_key(void *ctx, const unsigned char *key, size_t n) {
+  ps__rd *r = ctx;
+  if (!r->rc) {
+    ps__frame *t = &r->fr[r->nf - 1];
+    if (t->kind == PS__MSG)
+      ps__msg_key(r, t, (const char *)key, n);
+    else
+      ps__map_key(r, t, (const char *)key, n);
+  }
+  return 1;
+}
+
+static int ps__cb_end_map(void *ctx) {
+  ps__rd *r = ctx;
+  if (--r->level == 0 && r->root_end == SIZE_MAX)
+    r->root_end = yajl_get_bytes_consumed(r->h);
+  if (!r->rc) {
+    ps__frame *t = &r->fr[r->nf - 1];
+    if (t->kind == PS__MSG)
+      ps__msg_end(r, t);
+    else
+      ps__map_end(r, t);
+    if (!r->rc)
+      ps__pop(r);
+  }
+  return 1;
+}
+
+static int ps__cb_end_array(void *ctx) {
+  ps__rd *r = ctx;
+  if (--r->level == 0 && r->root_end == SIZE_MAX)
+    r->root_end = yajl_get_bytes_consumed(r->h);
+  if (!r->rc)
+    ps__pop(r);
+  return 1;
+}
+
+static const yajl_callbacks ps__callbacks = {
+    ps__cb_null,      ps__cb_boolean,   NULL,           NULL,           ps__cb_number,
+    ps__cb_string,    ps__cb_start_map, ps__cb_map_key, ps__cb_end_map, ps__cb_start_array,
+    ps__cb_end_array,
+};
+
+/* ---- what yajl lets through ------------------------------------------------- */
+
+/* Offset of the first byte of s[0..n) that does not start a valid UTF-8 sequence, or n. */
+static size_t ps__utf8_prefix(const unsigned char *s, size_t n) {
   size_t i = 0;
-  const char *key;
-  json_t *val;
-  json_object_foreach(v, key, val) {
-    ProtobufCMessage *e = ps__new_msg(r, ed);
-    if (!e)
-      return r->rc;
-    arr[i++] = e;
-    int rc = ps__rd_map_key(r, kf, key, (char *)e + kf->offset);
-    if (rc == 0 && json_is_null(val))
-      rc = ps__fail(r, "null is not a map value");
-    if (rc == 0)
-      rc = ps__rd_value(r, vf, val, (char *)e + vf->offset, depth);
-    if (rc) {
-      char el[64];
-      snprintf(el, sizeof el, "%.40s", key);
-      ps__path_push(r, el, 0);
-      return rc;
+  for (;;) {
+    while (n - i >= 32 && ((ps_pbjson__load8(s + i) | ps_pbjson__load8(s + i + 8) |
+                            ps_pbjson__load8(s + i + 16) | ps_pbjson__load8(s + i + 24)) &
+                           PS_PBJSON__HIGHS) == 0)
+      i += 32;
+    size_t stop = n - i < 32 ? n : i + 32;
+    while (i < stop) {
+      if (s[i] < 0x80) {
+        i++;
+        continue;
+      }
+      size_t k = ps_pbjson__utf8_seq(s + i, n - i);
+      if (k == 0)
+        return i;
+      i += k;
     }
-    ps__mark_present(e, kf);
-    ps__mark_present(e, vf);
+    if (i >= n)
+      return n;
   }
-  return 0;
 }
 
-static int ps__rd_list(ps__rd *r, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, json_t *v,
-                       int depth) {
-  if (!json_is_array(v))
-    return ps__fail(r, "expected an array");
-  size_t n = json_array_size(v), es = ps_pbjson__elem_size(f->type);
-  if (n == 0)
+/* Reads 4 hex digits at p (before end) into *cp; 0 if they are not there. */
+static int ps__hex4(const char *p, const char *end, unsigned *cp) {
+  if (end - p < 4)
     return 0;
-  char *arr = ps__alloc(r, n * es);
-  if (!arr)
-    return r->rc;
-  memset(arr, 0, n * es);
-  *PS_PBJSON__AT(char *, m, f->offset) = arr;
-  *PS_PBJSON__AT(size_t, m, f->quantifier_offset) = n; /* zeroed slots free as nothing */
-  for (size_t i = 0; i < n; i++) {
-    json_t *el = json_array_get(v, i);
-    int rc = json_is_null(el) ? ps__fail(r, "null is not a list element")
-                              : ps__rd_value(r, f, el, arr + i * es, depth);
-    if (rc) {
-      ps__path_push(r, NULL, i);
-      return rc;
-    }
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    unsigned c = (unsigned char)p[i], d;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+      d = (c | 0x20) - 'a' + 10;
+    else
+      return 0;
+    v = v << 4 | d;
   }
-  return 0;
+  *cp = v;
+  return 1;
 }
 
-/* Whether key is f's JSON name (its proto name with "_x" read as "X"). */
-static int ps__json_name_eq(const char *name, const char *key) {
-  int up = 0;
-  for (; *name; name++) {
-    if (*name == '_') {
-      up = 1;
+/*
+ * Finds what proto3 JSON refuses and yajl would accept (see the top of the
+ * file): returns its offset in json[0..len), with what it is in *why, or
+ * SIZE_MAX. Escapes yajl refuses anyway (a bad hex digit) are left to it.
+ */
+static size_t ps__prescan(const char *json, size_t len, const char **why) {
+  if (len == 0)
+    return SIZE_MAX;
+  size_t bad = ps__utf8_prefix((const unsigned char *)json, len);
+  if (bad < len) {
+    *why = "invalid UTF-8";
+    return bad;
+  }
+  const char *end = json + len;
+  for (const char *p = memchr(json, '\\', len); p; p = memchr(p, '\\', (size_t)(end - p))) {
+    const char *esc = p++;
+    if (p == end)
+      break;
+    if (*p++ != 'u')
+      continue; /* a one-character escape, skipped whole (it may be "\\") */
+    unsigned cp, lo;
+    if (!ps__hex4(p, end, &cp))
+      continue;
+    p += 4;
+    if (cp < 0xD800 || cp > 0xDFFF)
+      continue;
+    if (cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u' && ps__hex4(p + 2, end, &lo) &&
+        lo >= 0xDC00 && lo <= 0xDFFF) {
+      p += 6;
       continue;
     }
-    char c = (up && *name >= 'a' && *name <= 'z') ? (char)(*name - 'a' + 'A') : *name;
-    up = 0;
-    if (*key++ != c)
-      return 0;
+    *why = "\\u escape of an unpaired UTF-16 surrogate";
+    return (size_t)(esc - json);
   }
-  return *key == '\0';
+  /* JSON's whitespace is space, tab, LF and CR; these are no more valid inside a string. */
+  const char *vt = memchr(json, '\v', len), *ff = memchr(json, '\f', len);
+  if (vt || ff) {
+    const char *p = !vt ? ff : !ff ? vt : vt < ff ? vt : ff;
+    *why = *p == '\v' ? "invalid character U+000B" : "invalid character U+000C";
+    return (size_t)(p - json);
+  }
+  return SIZE_MAX;
 }
 
-static const ProtobufCFieldDescriptor *ps__find_field(const ProtobufCMessageDescriptor *d, const char *key) {
-  const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, key);
-  if (f)
-    return f;
-  for (unsigned i = 0; i < d->n_fields; i++)
-    if (ps__json_name_eq(d->fields[i].name, key))
-      return &d->fields[i];
-  return NULL;
+/* "invalid JSON (line L, column C): what", the position being json[at] (characters, from 1). */
+static void ps__syntax_error(char *err, size_t errlen, const char *json, size_t len, size_t at,
+                             const char *what) {
+  if (!err || !errlen)
+    return;
+  int line = 1, col = 1;
+  for (size_t i = 0; i < at && i < len; i++) {
+    if (json[i] == '\n')
+      line++, col = 1;
+    else if (((unsigned char)json[i] & 0xC0) != 0x80)
+      col++;
+  }
+  snprintf(err, errlen, "invalid JSON (line %d, column %d): %s", line, col, what);
 }
 
-static int ps__rd_msg(ps__rd *r, const ProtobufCMessageDescriptor *d, json_t *obj, ProtobufCMessage *m,
-                      int depth) {
-  if (!json_is_object(obj))
-    return ps__fail(r, "expected an object (%s)", d->name);
-  if (depth > PS_PBJSON__MAX_DEPTH)
-    return ps__fail(r, "messages nested deeper than %d", PS_PBJSON__MAX_DEPTH);
-  /* Which fields have been named: a field may appear once, by either name. */
-  unsigned char seen_stack[256], *seen = seen_stack;
-  if (d->n_fields > sizeof seen_stack && !(seen = calloc(d->n_fields, 1)))
+/* A parser for documents one after the other: nothing but whitespace may follow a value (checked here). */
+static yajl_handle ps__parser(ps__rd *r) {
+  yajl_handle h = yajl_alloc(&ps__callbacks, &ps__yajl_alloc_funcs, r);
+  if (!h)
     abort();
-  if (seen == seen_stack)
-    memset(seen, 0, d->n_fields);
-  int rc = 0;
-  const char *key;
-  json_t *v;
-  json_object_foreach(obj, key, v) {
-    const ProtobufCFieldDescriptor *f = ps__find_field(d, key);
-    if (!f) {
-      rc = ps__fail(r, "unknown field \"%.64s\" in %s", key, d->name);
-      goto cleanup;
-    }
-    size_t fi = (size_t)(f - d->fields);
-    if (seen[fi]) {
-      rc = ps__fail(r, "field \"%s\" of %s given twice", f->name, d->name);
-      goto cleanup;
-    }
-    seen[fi] = 1;
-    if (json_is_null(v))
-      continue; /* null: the default, and for a oneof member, not set */
-    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-      rc = ps_pbjson__is_map(d, f) ? ps__rd_map(r, m, f, v, depth) : ps__rd_list(r, m, f, v, depth);
-    } else {
-      if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-        uint32_t *c = PS_PBJSON__AT(uint32_t, m, f->quantifier_offset);
-        if (*c != 0) {
-          const char *other = "";
-          for (unsigned i = 0; i < d->n_fields; i++)
-            if (d->fields[i].id == *c)
-              other = d->fields[i].name;
-          rc = ps__fail(r,
-                        "\"%s\" and \"%s\" are members of the same oneof of %s; "
-                        "at most one may be set",
-                        other, f->name, d->name);
-          goto cleanup;
-        }
-        *c = f->id; /* before the value, so that a failure frees it */
-      }
-      rc = ps__rd_value(r, f, v, (char *)m + f->offset, depth);
-      if (rc == 0)
-        ps__mark_present(m, f);
-    }
-    if (rc) {
-      ps__path_push(r, key, 0);
-      goto cleanup;
-    }
+  yajl_config(h, yajl_allow_comments, 0);
+  yajl_config(h, yajl_allow_partial_values, 0);
+  yajl_config(h, yajl_allow_trailing_garbage, 0);
+  /* After a document, the parser waits for the next value instead of for the end: it can be reused. */
+  yajl_config(h, yajl_allow_multiple_values, 1);
+  yajl_config(h, yajl_dont_validate_strings, 1); /* the prescan does, more strictly */
+  return h;
+}
+
+/* Parses json[0..len) into r; a syntax error goes into what (where: *at), else what stays "". */
+static void ps__parse(ps__rd *r, const char *json, size_t len, char *what, size_t wlen, size_t *at) {
+  yajl_handle h = r->h;
+  yajl_status st = yajl_parse(h, (const unsigned char *)json, len);
+  *at = yajl_get_bytes_consumed(h);
+  if (st == yajl_status_ok) {
+    r->completing = 1;
+    st = yajl_complete_parse(h);
+    *at = len; /* what completing finds wrong is at the end */
   }
-  for (unsigned i = 0; i < d->n_fields; i++) {
-    if (d->fields[i].label == PROTOBUF_C_LABEL_REQUIRED && !seen[i]) {
-      rc = ps__fail(r, "required field \"%s\" of %s is missing", d->fields[i].name, d->name);
-      goto cleanup;
-    }
+  if (r->root_end != SIZE_MAX) {
+    /* After the value: whatever yajl made of the rest, only whitespace may follow. */
+    for (*at = r->root_end; *at < len && json[*at] && strchr(" \t\n\r", json[*at]); ++*at)
+      ;
+    if (*at < len || st != yajl_status_ok)
+      snprintf(what, wlen, "trailing garbage");
+  } else if (st != yajl_status_ok) {
+    /* "parse error: premature EOF\n": the part after the first ": ", without the newline. */
+    unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
+    const char *m = msg ? (const char *)msg : "syntax error", *colon = strstr(m, ": ");
+    snprintf(what, wlen, "%s", colon ? colon + 2 : m);
+    size_t wl = strlen(what);
+    while (wl && (what[wl - 1] == '\n' || what[wl - 1] == '.'))
+      what[--wl] = '\0';
+    if (msg)
+      yajl_free_error(h, msg);
+  } else {
+    snprintf(what, wlen, "premature EOF"); /* nothing but whitespace */
   }
-cleanup:
-  if (seen != seen_stack)
-    free(seen);
-  return rc;
 }
 
 int ps_pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
                      ProtobufCAllocator *alloc, ProtobufCMessage **out, char *err, size_t errlen) {
-  ps__rd r;
-  memset(&r, 0, sizeof r);
-  r.alloc = alloc ? alloc : &ps__sys_allocator;
   *out = NULL;
   if (err && errlen)
     err[0] = '\0';
-  json_error_t jerr;
-  size_t flags = JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL;
-  json_t *root =
-      json_loadb(json, len, flags | (ps__has_negative_zero(json, len) ? JSON_DECODE_INT_AS_REAL : 0), &jerr);
-  if (!root && json_error_code(&jerr) == json_error_numeric_overflow) {
-    root = json_loadb(json, len, flags | JSON_DECODE_INT_AS_REAL, &jerr);
-  }
-  if (!root) {
-    if (err && errlen)
-      snprintf(err, errlen, "invalid JSON (line %d, column %d): %s", jerr.line, jerr.column, jerr.text);
+  const char *why = NULL;
+  size_t at = ps__prescan(json, len, &why);
+  if (at != SIZE_MAX) {
+    ps__syntax_error(err, errlen, json, len, at, why);
     return PS_EINVAL;
   }
-  ProtobufCMessage *m = ps__new_msg(&r, desc);
-  int rc = m ? ps__rd_msg(&r, desc, root, m, 0) : r.rc;
-  json_decref(root);
-  if (rc) {
-    if (m)
-      protobuf_c_message_free_unpacked(m, r.alloc);
-    if (err && errlen) {
+
+  ps__tls *c = ps__tls_get();
+  if (c->busy)
+    abort(); /* called again from the allocator: the thread's state is in use */
+  c->busy = 1;
+  ps__rd *r = &c->rd;
+  r->alloc = alloc ? alloc : &ps__sys_allocator;
+  r->desc = desc;
+  r->root = NULL;
+  r->rc = 0;
+  r->reason[0] = r->path[0] = '\0';
+  r->seen_len = 0;
+  r->json = json;
+  r->len = len;
+  r->completing = 0;
+  r->level = 0;
+  r->root_end = SIZE_MAX;
+  r->nf = 0;
+  r->h = c->h ? c->h : ps__parser(r);
+  c->h = NULL;
+
+  char what[128] = "";
+  ps__parse(r, json, len, what, sizeof what, &at);
+  int rc = r->rc;
+  if (what[0]) {
+    /* A syntax error: it wins. The parser is left in an error state, or with a partial token. */
+    ps__syntax_error(err, errlen, json, len, at, what);
+    yajl_free(r->h);
+    rc = PS_EINVAL;
+  } else {
+    c->h = r->h;
+    if (!rc && !r->root) /* cannot happen: yajl has seen a whole value */
+      rc = ps__fail(r, "expected an object (%s)", desc->name);
+    if (rc && err && errlen) {
       /* The reason matters most: a path too long for err loses its start. */
-      const char *p = r.path[0] == '.' ? r.path + 1 : r.path;
-      size_t pl = strlen(p), rl = strlen(r.reason);
+      const char *p = r->path[0] == '.' ? r->path + 1 : r->path;
+      size_t pl = strlen(p), rl = strlen(r->reason);
       if (pl == 0 || errlen < rl + 3 + 4)
-        snprintf(err, errlen, "%s", r.reason);
+        snprintf(err, errlen, "%s", r->reason);
       else if (pl + 2 + rl < errlen)
-        snprintf(err, errlen, "%s: %s", p, r.reason);
+        snprintf(err, errlen, "%s: %s", p, r->reason);
       else
-        snprintf(err, errlen, "...%s: %s", p + pl - (errlen - rl - 6), r.reason);
+        snprintf(err, errlen, "...%s: %s", p + pl - (errlen - rl - 6), r->reason);
     }
-    return rc;
   }
-  *out = m;
-  return 0;
+  if (rc) {
+    if (r->root)
+      protobuf_c_message_free_unpacked(r->root, r->alloc);
+  } else {
+    *out = r->root;
+  }
+  r->root = NULL;
+  c->busy = 0;
+  return rc;
 }

@@ -1,6 +1,10 @@
 /*
  * ps_decoder_events: proto3-JSON Events -> event rows (see ps_decoder.h).
  *
+ * A message is one Events (application/json, as the workers publish it by
+ * default) or, packed (PS_CONTENT_TYPE_PACKED, PUBLISH_FORMAT=packed), one
+ * Events per line; every line is parsed before any row is written.
+ *
  * The body is parsed into a protobuf-c Events (in an arena reused across
  * messages), which validates it against the contract; each event's payload is
  * then written back as canonical proto3 JSON for the payload column. Going
@@ -25,46 +29,90 @@ typedef struct {
   ps_buf payloads;
   size_t *offsets;
   size_t cap;
+  Event__Events **docs; /* the Events of the message being decoded */
+  size_t ndocs, capdocs;
 } ps__events_decoder;
+
+/* Whether the delivery is a packed message (PS_CONTENT_TYPE_PACKED: one Events per line). */
+static int ps__packed(const ps_delivery *d) {
+  return d->content_type && strcmp(d->content_type, PS_CONTENT_TYPE_PACKED) == 0;
+}
+
+/* Parses the Events of d (one, or one per line of a packed message) into dec->docs, in arena. */
+static int ps__parse(ps__events_decoder *dec, const ps_delivery *d, ProtobufCAllocator *alloc, char *err,
+                     size_t errlen) {
+  dec->ndocs = 0;
+  const char *p = d->body, *end = d->body + d->len;
+  int packed = ps__packed(d);
+  for (size_t line = 1; p < end || (!packed && line == 1); line++) {
+    const char *eol = packed ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+    size_t n = (size_t)((eol ? eol : end) - p);
+    if (packed && n == 0) { /* an empty line (the last newline is not followed by one) */
+      p += 1;
+      continue;
+    }
+    ProtobufCMessage *m = NULL;
+    char why[256];
+    if (ps_pbjson_decode(&event__events__descriptor, p, n, alloc, &m, why, sizeof why) != 0) {
+      if (packed)
+        snprintf(err, errlen, "line %zu: %s", line, why);
+      else
+        snprintf(err, errlen, "%s", why);
+      return PS_EINVAL;
+    }
+    if (dec->ndocs == dec->capdocs) {
+      dec->capdocs = dec->capdocs ? 2 * dec->capdocs : 8;
+      dec->docs = realloc(dec->docs, dec->capdocs * sizeof *dec->docs);
+      if (!dec->docs)
+        abort();
+    }
+    dec->docs[dec->ndocs++] = (Event__Events *)m;
+    p += n + (eol != NULL);
+    if (!packed)
+      break;
+  }
+  return 0;
+}
 
 static int ps__decode(ps_decoder *bd, const ps_delivery *d, ps_sink *sink, char *err, size_t errlen) {
   ps__events_decoder *dec = (ps__events_decoder *)bd;
   ps_arena *arena = ps_arena_create(d->len * 2 + 1024);
   ProtobufCAllocator alloc = ps_arena_allocator(arena);
-  ProtobufCMessage *m = NULL;
-  int rc = ps_pbjson_decode(&event__events__descriptor, d->body, d->len, &alloc, &m, err, errlen);
-  if (rc != 0) {
+  if (ps__parse(dec, d, &alloc, err, errlen) != 0) {
     ps_arena_destroy(arena);
     return PS_EINVAL;
   }
-  Event__Events *evs = (Event__Events *)m;
-  static Event__Header empty_header = EVENT__HEADER__INIT;
-  const Event__Header *h = evs->header ? evs->header : &empty_header;
+  size_t total = 0;
+  for (size_t k = 0; k < dec->ndocs; k++)
+    total += dec->docs[k]->n_events;
 
   /* Encode every payload first: a failure leaves the sink untouched. */
-  if (evs->n_events + 1 > dec->cap) {
-    dec->cap = evs->n_events * 2 + 1;
+  if (total + 1 > dec->cap) {
+    dec->cap = total * 2 + 1;
     free(dec->offsets);
     dec->offsets = malloc(dec->cap * sizeof *dec->offsets);
     if (!dec->offsets)
       abort();
   }
   ps_buf_reset(&dec->payloads);
-  for (size_t i = 0; i < evs->n_events; i++) {
-    dec->offsets[i] = dec->payloads.len;
-    const ProtobufCMessage *p = ps_event_payload(evs->events[i]);
-    if (!p) {
-      snprintf(err, errlen, "event %zu (id %s) has no payload", i, evs->events[i]->id);
-      ps_arena_destroy(arena);
-      return PS_EINVAL;
+  size_t j = 0;
+  for (size_t k = 0; k < dec->ndocs; k++)
+    for (size_t i = 0; i < dec->docs[k]->n_events; i++, j++) {
+      const Event__Event *ev = dec->docs[k]->events[i];
+      dec->offsets[j] = dec->payloads.len;
+      const ProtobufCMessage *p = ps_event_payload(ev);
+      if (!p) {
+        snprintf(err, errlen, "event %zu (id %s) has no payload", j, ev->id);
+        ps_arena_destroy(arena);
+        return PS_EINVAL;
+      }
+      if (ps_pbjson_encode(&dec->payloads, p) != 0) {
+        snprintf(err, errlen, "event %zu (id %s): payload cannot be encoded", j, ev->id);
+        ps_arena_destroy(arena);
+        return PS_EINVAL;
+      }
     }
-    if (ps_pbjson_encode(&dec->payloads, p) != 0) {
-      snprintf(err, errlen, "event %zu (id %s): payload cannot be encoded", i, evs->events[i]->id);
-      ps_arena_destroy(arena);
-      return PS_EINVAL;
-    }
-  }
-  dec->offsets[evs->n_events] = dec->payloads.len;
+  dec->offsets[total] = dec->payloads.len;
 
   int64_t received = d->timestamp ? d->timestamp : (int64_t)time(NULL);
   ps_value row[PS_EV_NCOLS];
@@ -74,28 +122,33 @@ static int ps__decode(ps_decoder *bd, const ps_delivery *d, ps_sink *sink, char 
     row[col].s = (v);                                                         \
     row[col].len = strlen(row[col].s);                                        \
   } while (0)
-  PS__STR(PS_EV_SESSION_ID, h->sessionid);
-  row[PS_EV_USER_ID].i = h->userid;
-  PS__STR(PS_EV_DEVICE_ID, h->deviceid);
-  PS__STR(PS_EV_CLIENT_ID, h->clientid);
-  PS__STR(PS_EV_OS, h->os);
-  PS__STR(PS_EV_APP_VERSION, h->appversion);
-  row[PS_EV_RECEIVED_AT].i = received;
-  for (size_t i = 0; i < evs->n_events; i++) {
-    const Event__Event *ev = evs->events[i];
-    PS__STR(PS_EV_EVENT_ID, ev->id);
-    PS__STR(PS_EV_EVENT_TYPE, ps_event_type_name(ev));
-    PS__STR(PS_EV_EVENT_TIMESTAMP, ev->timestamp);
-    int64_t t;
-    row[PS_EV_EVENT_TIME].i = ps_time_parse(ev->timestamp, strlen(ev->timestamp), &t) == 0 ? t : received;
-    row[PS_EV_PAYLOAD].s = dec->payloads.data + dec->offsets[i];
-    row[PS_EV_PAYLOAD].len = dec->offsets[i + 1] - dec->offsets[i];
-    ps_sink_write(sink, row);
+  static Event__Header empty_header = EVENT__HEADER__INIT;
+  j = 0;
+  for (size_t k = 0; k < dec->ndocs; k++) {
+    const Event__Events *evs = dec->docs[k];
+    const Event__Header *h = evs->header ? evs->header : &empty_header;
+    PS__STR(PS_EV_SESSION_ID, h->sessionid);
+    row[PS_EV_USER_ID].i = h->userid;
+    PS__STR(PS_EV_DEVICE_ID, h->deviceid);
+    PS__STR(PS_EV_CLIENT_ID, h->clientid);
+    PS__STR(PS_EV_OS, h->os);
+    PS__STR(PS_EV_APP_VERSION, h->appversion);
+    row[PS_EV_RECEIVED_AT].i = received;
+    for (size_t i = 0; i < evs->n_events; i++, j++) {
+      const Event__Event *ev = evs->events[i];
+      PS__STR(PS_EV_EVENT_ID, ev->id);
+      PS__STR(PS_EV_EVENT_TYPE, ps_event_type_name(ev));
+      PS__STR(PS_EV_EVENT_TIMESTAMP, ev->timestamp);
+      int64_t t;
+      row[PS_EV_EVENT_TIME].i = ps_time_parse(ev->timestamp, strlen(ev->timestamp), &t) == 0 ? t : received;
+      row[PS_EV_PAYLOAD].s = dec->payloads.data + dec->offsets[j];
+      row[PS_EV_PAYLOAD].len = dec->offsets[j + 1] - dec->offsets[j];
+      ps_sink_write(sink, row);
+    }
   }
 #undef PS__STR
-  int n = (int)evs->n_events;
   ps_arena_destroy(arena);
-  return n;
+  return (int)total;
 }
 
 static void ps__destroy(ps_decoder *bd) {
@@ -104,6 +157,7 @@ static void ps__destroy(ps_decoder *bd) {
     return;
   ps_buf_free(&dec->payloads);
   free(dec->offsets);
+  free(dec->docs);
   free(dec);
 }
 

@@ -36,6 +36,10 @@ static const ps_setting ps__settings[] = {
      "When dispatch answers SUCCESS: confirmed (once RabbitMQ confirmed every event of the batch, or they are on disk in the spool) or enqueued (once the batch is in the in-memory queue: faster, but a crash loses what the queue held)."},
     {"PUBLISH_CONFIRM_WINDOW", PS_SETTING_INT, OFF(publish_window), "256", 1, 65535, 0,
      "Messages each worker may have published and not yet confirmed by RabbitMQ."},
+    {"PUBLISH_MERGE_BATCHES", PS_SETTING_INT, OFF(publish_merge_batches), "16", 1, 64, 0,
+     "Batches a worker takes from the queue at once, at most, and publishes together: the events of one type from batches with the same header go in one message (up to 1000 events). 1: one message per type per batch, as the original service."},
+    {"PUBLISH_FORMAT", PS_SETTING_STRING, OFF(publish_format), "events", 0, 0, 0,
+     "events: each message is one proto3-JSON Events (application/json), the format of the original service, which any consumer reads. packed: a message holds the Events of one type of several headers (batches merged as PUBLISH_MERGE_BATCHES says), one per line (application/x-ndjson): fewer messages when headers differ, read by penstock's events decoder only."},
     {"PUBLISH_CONFIRM_TIMEOUT_MS", PS_SETTING_INT, OFF(publish_confirm_timeout_ms), "10000", 100, 3600000, 0,
      "A publish not confirmed within this time counts as failed: the connection is dropped and the message republished or spooled."},
     {"SPOOL_DIR", PS_SETTING_STRING, OFF(spool_dir), "", 0, 0, 0,
@@ -296,6 +300,10 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
   }
   if (cfg->embedded && !*cfg->data_dir)
     return ps__fail(err, errlen, "DATA_DIR: must not be empty in embedded mode");
+  if (strcasecmp(cfg->publish_format, "packed") == 0)
+    cfg->publish_packed = 1;
+  else if (strcasecmp(cfg->publish_format, "events") != 0)
+    return ps__fail(err, errlen, "PUBLISH_FORMAT=%s: expected events or packed", cfg->publish_format);
   if (strcasecmp(cfg->ack_mode, "confirmed") == 0)
     cfg->ack_confirmed = 1;
   else if (strcasecmp(cfg->ack_mode, "enqueued") != 0)

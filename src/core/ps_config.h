@@ -26,6 +26,9 @@ typedef struct ps_config {
   char *event_exchange;
   char *ack_mode;          /* ACK_MODE: confirmed, enqueued */
   int ack_confirmed;       /* resolved from ack_mode (not a setting) */
+  char *publish_format;    /* PUBLISH_FORMAT: events, packed */
+  int publish_packed;      /* resolved from publish_format (not a setting) */
+  int publish_merge_batches; /* PUBLISH_MERGE_BATCHES: batches published together, at most */
   int publish_window;      /* PUBLISH_CONFIRM_WINDOW: unconfirmed messages per worker */
   int publish_confirm_timeout_ms;
   char *spool_dir;         /* "": DATA_DIR/spool */

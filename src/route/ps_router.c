@@ -4,12 +4,15 @@
  * DESIGN: `workers` threads, each with its own broker connection, its own
  * window of unconfirmed messages (ps_inflight) and its own scratch buffers,
  * so the publish path shares nothing but the queue, the spool and the
- * metrics. A worker pops up to 16 batches at a time, publishes their groups
+ * metrics. A worker pops up to merge_batches batches at a time (a "lot":
+ * one when the queue is short, more under load) and publishes their groups
  * (encoded without copying events: a stack `Events` whose event array points
- * at the group's events in the batch), and between pops reads the
- * confirmations that arrived ("pumping"). Each window entry refers to its
- * batch; a batch counts its unsettled messages and is settled, then freed,
- * when the count reaches zero.
+ * at the groups' events in the batches); the groups of one type from batches
+ * with the same header go in one message (packed: one message per type for
+ * the lot). Between pops it reads the confirmations that arrived
+ * ("pumping"). Each window entry refers to the first batch of its lot (the
+ * lead); the lead counts the lot's unsettled messages, and when the count
+ * reaches zero every batch of the lot (lot_next) is settled, then freed.
  *
  * An entry is published on the current connection (seq > 0) or not (seq 0:
  * never sent, refused by a nack, or sent on a connection since lost). Pumping
@@ -42,7 +45,8 @@
 #include "core/ps_metrics.h"
 #include "route/ps_inflight.h"
 
-#define PS__POP_MAX 16
+#define PS__LOT_MAX 64           /* batches a worker publishes together, at most */
+#define PS__MERGE_MAX_EVENTS 1000 /* events one merged message takes, at most */
 #define PS__SPOOL_IOV 64
 
 /* Window entry states beyond ps_inflight's own. */
@@ -58,7 +62,8 @@ typedef struct ps__worker {
   int64_t next_connect_ns;
   int connected_before;
   ps_inflight fl;
-  ps_buf body, rec;
+  ps_buf rec;
+  char who[16];             /* its part of message ids */
   uint64_t msgno;           /* for message ids */
   int gave_up;
   size_t held;              /* entries neither sent nor spooled after the last pump */
@@ -86,15 +91,23 @@ static void ps__ratelimited_warn(ps_log_ratelimit *rl, const char *msg, const ch
   }
 }
 
-/* One message of b is settled (rc 0: confirmed or spooled); the last one settles b and frees it. */
+/*
+ * One message of the lot led by b is settled (rc 0: confirmed or spooled); the
+ * last one settles every batch of the lot, with the lot's first failure, and
+ * frees them.
+ */
 static void ps__settle(ps_batch *b, int rc) {
   if (rc && !b->failed)
     b->failed = rc;
   if (--b->pending)
     return;
-  if (b->settled)
-    b->settled(b, b->failed);
-  ps_batch_destroy(b);
+  rc = b->failed; /* b is freed first */
+  for (ps_batch *x = b, *next; x; x = next) {
+    next = x->lot_next;
+    if (x->settled)
+      x->settled(x, rc);
+    ps_batch_destroy(x);
+  }
 }
 
 /* The connection is gone: what it published and the broker did not confirm is to be sent again. */
@@ -364,79 +377,303 @@ static void ps__send(ps__worker *w, ps_batch *b, const ps_message *m, uint32_t e
   }
 }
 
-/* Where the messages of a batch go: emit(ctx, message, events in it; 0 for a dead letter). */
-typedef void (*ps__emit_fn)(void *ctx, ps_batch *b, const ps_message *m, uint32_t events);
+/* Where the messages of a lot go: emit(ctx, lead, message, events in it; 0 for a dead letter). */
+typedef void (*ps__emit_fn)(void *ctx, ps_batch *lead, const ps_message *m, uint32_t events);
+
+/* Scratch space of ps__lot_messages, kept by its caller from one lot to the next. */
+typedef struct ps__scratch {
+  Event__Event **ev;      /* the lot's events grouped by type, batch after batch, then a merged group */
+  size_t ev_cap;
+  ps_event_group *groups; /* ps_event_type_count() per batch */
+  const char **types;     /* a header class's types, in order of first appearance */
+  ps_buf hdr;             /* the batches' packed headers, back to back */
+  ps_buf body;            /* the message being built */
+} ps__scratch;
+
+static void ps__scratch_init(ps__scratch *s) {
+  size_t nt = ps_event_type_count();
+  nt = nt ? nt : 1;
+  *s = (ps__scratch){NULL, 0, calloc(PS__LOT_MAX * nt, sizeof *s->groups), calloc(nt, sizeof *s->types),
+                     PS_BUF_INIT, PS_BUF_INIT};
+  if (!s->groups || !s->types)
+    abort();
+}
+
+static void ps__scratch_free(ps__scratch *s) {
+  free(s->ev);
+  free(s->groups);
+  free(s->types);
+  ps_buf_free(&s->hdr);
+  ps_buf_free(&s->body);
+}
+
+/* Batch b's events without a type, as one binary Events (unknown fields kept) to the dead-letter exchange. */
+static void ps__skipped_message(ps_router *r, ps_batch *b, ps__scratch *s, ps_batch *lead, ps__emit_fn emit,
+                                void *ctx) {
+  size_t n = 0;
+  const char *reason = NULL;
+  for (size_t i = 0; i < b->msg->n_events; i++)
+    if (!ps_event_type_name(b->msg->events[i])) {
+      s->ev[n++] = b->msg->events[i];
+      const char *why = ps_event_skip_reason(b->msg->events[i]);
+      reason = !reason || strcmp(reason, why) == 0 ? why : "no payload or unknown event type";
+    }
+  Event__Events part = *b->msg;
+  part.n_events = n;
+  part.events = s->ev;
+  ps_buf_reset(&s->body);
+  size_t len = event__events__get_packed_size(&part);
+  ps_buf_reserve(&s->body, len);
+  event__events__pack(&part, (uint8_t *)s->body.data);
+  char why[128];
+  snprintf(why, sizeof why, "skipped at dispatch: %s", reason);
+  ps_dead_letter dl = {r->opt.dead_letter_exchange, r->opt.skipped_key, why, "", "dispatch", "", NULL,
+                       "application/x-protobuf", s->body.data, len};
+  ps_dead_letter_headers h;
+  ps_message m;
+  ps_dead_letter_message(&dl, &h, &m);
+  emit(ctx, lead, &m, 0);
+}
+
+void ps_router_message_id(char *id, uint64_t instance, const char *who, uint64_t n) {
+  static const char hex[] = "0123456789abcdef";
+  char *p = id;
+  for (int i = 15; i >= 0; i--)
+    *p++ = hex[(instance >> (i * 4)) & 15];
+  *p++ = '-';
+  for (const char *c = who; *c && p < id + 40; c++)
+    *p++ = *c;
+  *p++ = '-';
+  char d[20];
+  int k = 0;
+  do
+    d[k++] = (char)('0' + n % 10);
+  while (n /= 10);
+  while (k)
+    *p++ = d[--k];
+  *p = '\0';
+}
+
+/* Appends the proto3 JSON of Events{like's header, events[0..n)} to s->body; 0, or -1 (logged) if it cannot. */
+static int ps__put_events(ps__scratch *s, const Event__Events *like, const char *type_name, Event__Event **events,
+                          size_t n) {
+  Event__Events part = *like;
+  part.n_events = n;
+  part.events = events;
+  if (ps_pbjson_encode(&s->body, &part.base) != 0) {
+    /* Cannot happen: dispatch checked UTF-8 before accepting the batch. */
+    ps_error("router: cannot encode a group; dropped", "event_type", type_name);
+    return -1;
+  }
+  return 0;
+}
+
+/* Hands s->body, n events of type type_name, to emit as one message to the event exchange. */
+static void ps__emit_body(ps_router *r, ps__scratch *s, const char *type_name, size_t n, ps_batch *lead,
+                          const char *who, uint64_t *msgno, ps__emit_fn emit, void *ctx) {
+  char id[64];
+  ps_router_message_id(id, r->instance, who, ++*msgno);
+  ps_message m = {
+      .exchange = r->opt.exchange,
+      .routing_key = type_name,
+      .content_type = r->opt.packed ? PS_CONTENT_TYPE_PACKED : "application/json",
+      .message_id = id,
+      .timestamp = lead->received_unix,
+      .persistent = 1,
+      .mandatory = 1,
+      .body = s->body.data,
+      .len = s->body.len,
+  };
+  emit(ctx, lead, &m, (uint32_t)n);
+}
 
 /*
- * Builds the messages of batch b (the dead letter of its events without a
- * type, then one message per type) in body and hands each to emit. Message
- * ids: "<instance>-<who>-<n>", n from *msgno.
+ * Gathers into merged the events of type t of the batches of header class c
+ * (batches c.. whose cls is c), group after group; with split, hands each
+ * run of whole groups of up to PS__MERGE_MAX_EVENTS to the caller through
+ * flush. Returns the events gathered and not flushed.
  */
-static void ps__batch_messages(ps_router *r, ps_batch *b, Event__Event **scratch, ps_event_group *groups,
-                               ps_buf *body, const char *who, uint64_t *msgno, ps__emit_fn emit, void *ctx) {
-  if (b->n_skipped && r->opt.dead_letter_exchange) {
-    size_t n = 0;
-    const char *reason = NULL;
-    for (size_t i = 0; i < b->msg->n_events; i++)
-      if (!ps_event_type_name(b->msg->events[i])) {
-        scratch[n++] = b->msg->events[i];
-        const char *why = ps_event_skip_reason(b->msg->events[i]);
-        reason = !reason || strcmp(reason, why) == 0 ? why : "no payload or unknown event type";
-      }
-    Event__Events part = *b->msg;
-    part.n_events = n;
-    part.events = scratch;
-    ps_buf_reset(body);
-    size_t len = event__events__get_packed_size(&part);
-    ps_buf_reserve(body, len);
-    event__events__pack(&part, (uint8_t *)body->data);
-    char why[128];
-    snprintf(why, sizeof why, "skipped at dispatch: %s", reason);
-    ps_dead_letter dl = {r->opt.dead_letter_exchange, r->opt.skipped_key, why, "", "dispatch", "", NULL,
-                         "application/x-protobuf", body->data, len};
-    ps_dead_letter_headers h;
-    ps_message m;
-    ps_dead_letter_message(&dl, &h, &m);
-    emit(ctx, b, &m, 0);
-  }
-  size_t ng = ps_events_group(b->msg, groups, scratch);
-  for (size_t g = 0; g < ng; g++) {
-    Event__Events part = *b->msg;
-    part.n_events = groups[g].n;
-    part.events = groups[g].events;
-    ps_buf_reset(body);
-    if (ps_pbjson_encode(body, &part.base) != 0) {
-      /* Cannot happen: dispatch checked UTF-8 before accepting the batch. */
-      ps_error("router: cannot encode a group; dropped", "event_type", groups[g].type_name);
+typedef struct ps__lot_view {
+  ps_batch **bs;
+  size_t n, ntypes;
+  const size_t *ng, *cls;
+} ps__lot_view;
+
+static size_t ps__gather(const ps__lot_view *v, const ps__scratch *s, size_t c, const char *t, Event__Event **merged,
+                         void (*flush)(void *arg, size_t m), void *arg) {
+  size_t m = 0;
+  for (size_t i = c; i < v->n; i++) {
+    if (v->cls[i] != c)
       continue;
+    const ps_event_group *grp = s->groups + i * v->ntypes;
+    size_t g = 0;
+    while (g < v->ng[i] && grp[g].type_name != t)
+      g++;
+    if (g == v->ng[i])
+      continue;
+    if (flush && m && m + grp[g].n > PS__MERGE_MAX_EVENTS) {
+      flush(arg, m);
+      m = 0;
     }
-    char id[64];
-    snprintf(id, sizeof id, "%016" PRIx64 "-%s-%" PRIu64, r->instance, who, ++*msgno);
-    ps_message m = {
-        .exchange = r->opt.exchange,
-        .routing_key = groups[g].type_name,
-        .content_type = "application/json",
-        .message_id = id,
-        .timestamp = b->received_unix,
-        .persistent = 1,
-        .mandatory = 1,
-        .body = body->data,
-        .len = body->len,
-    };
-    emit(ctx, b, &m, (uint32_t)groups[g].n);
+    memcpy(merged + m, grp[g].events, grp[g].n * sizeof *merged);
+    m += grp[g].n;
   }
+  return m;
 }
 
-static void ps__emit_send(void *ctx, ps_batch *b, const ps_message *m, uint32_t events) {
-  ps__send(ctx, b, m, events);
+/* The message being built by ps__lot_messages, for ps__gather's flush. */
+typedef struct ps__lot_out {
+  ps_router *r;
+  ps__scratch *s;
+  const Event__Events *like;
+  const char *type;
+  Event__Event **merged;
+  ps_batch *lead;
+  const char *who;
+  uint64_t *msgno;
+  ps__emit_fn emit;
+  void *ctx;
+} ps__lot_out;
+
+static void ps__flush_events(void *arg, size_t m) {
+  ps__lot_out *o = arg;
+  ps_buf_reset(&o->s->body);
+  if (ps__put_events(o->s, o->like, o->type, o->merged, m) == 0)
+    ps__emit_body(o->r, o->s, o->type, m, o->lead, o->who, o->msgno, o->emit, o->ctx);
 }
 
-static void ps__publish_batch(ps__worker *w, ps_batch *b, Event__Event **scratch, ps_event_group *groups) {
-  char who[16];
-  snprintf(who, sizeof who, "%d", w->id);
-  b->pending++; /* held while its messages are handed out */
-  ps__batch_messages(w->r, b, scratch, groups, &w->body, who, &w->msgno, ps__emit_send, w);
-  ps__settle(b, 0); /* the hold */
+/*
+ * Whether batches i and j have the same header: the same bytes on the wire
+ * (off[i] SIZE_MAX: no header; two batches without one count as the same).
+ */
+static int ps__same_header(const ps__scratch *s, const size_t *off, const size_t *len, size_t i, size_t j) {
+  if (off[i] == SIZE_MAX || off[j] == SIZE_MAX)
+    return off[i] == off[j];
+  return len[i] == len[j] && memcmp(s->hdr.data + off[i], s->hdr.data + off[j], len[i]) == 0;
+}
+
+/*
+ * Builds the messages of the lot bs[0..n) and hands each to emit, with bs[0]
+ * (the lead) as the batch it settles: first, per batch, the dead letter of
+ * its events without a type; then, per header (batches whose headers are the
+ * same bytes share their messages) and per type, in order of first
+ * appearance, one message of that type's events, batch after batch, in the
+ * order they came. A message takes whole groups of a batch up to
+ * PS__MERGE_MAX_EVENTS events (one larger group has a message of its own).
+ * A lot of one batch gives what the original service published: one message
+ * per type. Message ids: "<instance>-<who>-<n>", n from *msgno.
+ */
+static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t n, const char *who,
+                             uint64_t *msgno, ps__emit_fn emit, void *ctx) {
+  size_t ntypes = ps_event_type_count(), total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += bs[i]->msg->n_events;
+  if (2 * total > s->ev_cap) {
+    free(s->ev);
+    s->ev_cap = 2 * total + 64;
+    s->ev = malloc(s->ev_cap * sizeof *s->ev);
+    if (!s->ev)
+      abort();
+  }
+  for (size_t i = 0; i < n; i++)
+    if (bs[i]->n_skipped && r->opt.dead_letter_exchange)
+      ps__skipped_message(r, bs[i], s, bs[0], emit, ctx);
+
+  size_t ng[PS__LOT_MAX], cls[PS__LOT_MAX], off[PS__LOT_MAX], len[PS__LOT_MAX];
+  Event__Event **ev = s->ev;
+  ps_buf_reset(&s->hdr);
+  for (size_t i = 0; i < n; i++) {
+    ng[i] = ps_events_group(bs[i]->msg, s->groups + i * ntypes, ev);
+    ev += bs[i]->msg->n_events;
+    const Event__Header *h = bs[i]->msg->header;
+    off[i] = SIZE_MAX;
+    len[i] = 0;
+    if (h && n > 1) {
+      len[i] = event__header__get_packed_size(h);
+      off[i] = s->hdr.len;
+      ps_buf_reserve(&s->hdr, len[i]);
+      event__header__pack(h, (uint8_t *)s->hdr.data + s->hdr.len);
+      s->hdr.len += len[i];
+    }
+    cls[i] = i;
+    for (size_t j = 0; j < i; j++)
+      if (cls[j] == j && ps__same_header(s, off, len, i, j)) {
+        cls[i] = j;
+        break;
+      }
+  }
+
+  Event__Event **merged = s->ev + total;
+  ps__lot_view v = {bs, n, ntypes, ng, cls};
+  ps__lot_out o = {r, s, NULL, NULL, merged, bs[0], who, msgno, emit, ctx};
+  /* The types of the batches of class c (every class: SIZE_MAX), in order of first appearance, into s->types. */
+#define PS__TYPES_OF(c)                                                                                      \
+  size_t nt = 0;                                                                                             \
+  for (size_t i = (c) == SIZE_MAX ? 0 : (c); i < n; i++)                                                     \
+    for (size_t g = 0; ((c) == SIZE_MAX || cls[i] == (c)) && g < ng[i]; g++) {                                \
+      const char *t = s->groups[i * ntypes + g].type_name;                                                   \
+      size_t k = 0;                                                                                          \
+      while (k < nt && s->types[k] != t)                                                                     \
+        k++;                                                                                                 \
+      if (k == nt)                                                                                           \
+        s->types[nt++] = t;                                                                                  \
+    }
+  if (!r->opt.packed) {
+    for (size_t c = 0; c < n; c++) {
+      if (cls[c] != c)
+        continue;
+      PS__TYPES_OF(c)
+      for (size_t k = 0; k < nt; k++) {
+        o.like = bs[c]->msg;
+        o.type = s->types[k];
+        size_t m = ps__gather(&v, s, c, s->types[k], merged, ps__flush_events, &o);
+        if (m)
+          ps__flush_events(&o, m);
+      }
+    }
+    return;
+  }
+  /* Packed: per type, one line per header class, in messages of about PS__MERGE_MAX_EVENTS events. */
+  PS__TYPES_OF(SIZE_MAX)
+  for (size_t k = 0; k < nt; k++) {
+    size_t events = 0;
+    ps_buf_reset(&s->body);
+    for (size_t c = 0; c < n; c++) {
+      if (cls[c] != c)
+        continue;
+      size_t m = ps__gather(&v, s, c, s->types[k], merged, NULL, NULL);
+      if (!m)
+        continue;
+      if (events && events + m > PS__MERGE_MAX_EVENTS) {
+        ps__emit_body(r, s, s->types[k], events, bs[0], who, msgno, emit, ctx);
+        ps_buf_reset(&s->body);
+        events = 0;
+      }
+      size_t mark = s->body.len;
+      if (ps__put_events(s, bs[c]->msg, s->types[k], merged, m) != 0) {
+        s->body.len = mark;
+        continue;
+      }
+      ps_buf_append(&s->body, "\n", 1);
+      events += m;
+    }
+    if (events)
+      ps__emit_body(r, s, s->types[k], events, bs[0], who, msgno, emit, ctx);
+  }
+#undef PS__TYPES_OF
+}
+
+static void ps__emit_send(void *ctx, ps_batch *lead, const ps_message *m, uint32_t events) {
+  ps__send(ctx, lead, m, events);
+}
+
+/* Publishes the lot bs[0..n): its batches settle together, when the last of their messages does. */
+static void ps__publish_lot(ps__worker *w, ps__scratch *s, ps_batch **bs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    bs[i]->lot_next = i + 1 < n ? bs[i + 1] : NULL;
+  bs[0]->pending++; /* held while the messages are handed out */
+  ps__lot_messages(w->r, s, bs, n, w->who, &w->msgno, ps__emit_send, w);
+  ps__settle(bs[0], 0); /* the hold */
 }
 
 /* The spool records of one batch, for ps_router_spool_batch. */
@@ -447,9 +684,9 @@ typedef struct ps__records {
   uint64_t events;
 } ps__records;
 
-static void ps__emit_record(void *ctx, ps_batch *b, const ps_message *m, uint32_t events) {
+static void ps__emit_record(void *ctx, ps_batch *lead, const ps_message *m, uint32_t events) {
   ps__records *rs = ctx;
-  (void)b;
+  (void)lead;
   if (rs->n + 1 >= rs->cap) {
     rs->cap = rs->cap ? rs->cap * 2 : 16;
     rs->off = realloc(rs->off, rs->cap * sizeof *rs->off);
@@ -464,14 +701,10 @@ static void ps__emit_record(void *ctx, ps_batch *b, const ps_message *m, uint32_
 int ps_router_spool_batch(ps_router *r, ps_batch *b) {
   if (!r->opt.spool)
     return PS_EFULL;
-  size_t ntypes = ps_event_type_count();
-  Event__Event **scratch = malloc((b->msg->n_events ? b->msg->n_events : 1) * sizeof *scratch);
-  ps_event_group *groups = calloc(ntypes ? ntypes : 1, sizeof *groups);
-  if (!scratch || !groups)
-    abort();
+  ps__scratch s;
+  ps__scratch_init(&s);
   ps__records rs = {PS_BUF_INIT, NULL, 0, 0, 0};
-  ps_buf body = PS_BUF_INIT;
-  ps__batch_messages(r, b, scratch, groups, &body, "o", &r->overflow_msgno, ps__emit_record, &rs);
+  ps__lot_messages(r, &s, &b, 1, "o", &r->overflow_msgno, ps__emit_record, &rs);
   int rc = 0;
   if (rs.n) {
     struct iovec *v = calloc(rs.n, sizeof *v);
@@ -486,11 +719,9 @@ int ps_router_spool_batch(ps_router *r, ps_batch *b) {
     PS_COUNT(messages_spooled_total, rs.n);
     PS_COUNT(events_spooled_total, rs.events);
   }
-  ps_buf_free(&body);
+  ps__scratch_free(&s);
   ps_buf_free(&rs.rec);
   free(rs.off);
-  free(scratch);
-  free(groups);
   return rc;
 }
 
@@ -499,11 +730,11 @@ static void *ps__worker_main(void *arg) {
   char name[16];
   snprintf(name, sizeof name, "ps-worker-%d", w->id);
   pthread_setname_np(pthread_self(), name);
-  size_t cap = 0;
-  Event__Event **scratch = NULL;
-  size_t ntypes = ps_event_type_count();
-  ps_event_group *groups = calloc(ntypes ? ntypes : 1, sizeof *groups);
-  void *items[PS__POP_MAX];
+  ps__scratch s;
+  ps__scratch_init(&s);
+  void *items[PS__LOT_MAX];
+  size_t lot = (size_t)w->r->opt.merge_batches;
+  lot = lot < 1 ? 1 : lot > PS__LOT_MAX ? PS__LOT_MAX : lot;
   int closed = 0;
   for (;;) {
     if (closed || ps_inflight_full(&w->fl) || w->held) {
@@ -514,32 +745,21 @@ static void *ps__worker_main(void *arg) {
     }
     /* With messages awaiting confirmation, wait for new batches 1 ms at most, then read confirmations. */
     int64_t until = ps_inflight_count(&w->fl) ? ps_now_ns() + 1000000 : -1;
-    int n = ps_queue_pop(w->r->q, items, PS__POP_MAX, until);
+    int n = ps_queue_pop(w->r->q, items, lot, until);
     if (n == PS_ECLOSED) {
       closed = 1;
       continue;
     }
-    for (int i = 0; i < n; i++) {
-      ps_batch *b = items[i];
-      if (b->msg->n_events > cap) {
-        cap = b->msg->n_events * 2;
-        free(scratch);
-        scratch = malloc(cap * sizeof *scratch);
-        if (!scratch)
-          abort();
-      }
-      ps__publish_batch(w, b, scratch, groups);
-    }
+    if (n > 0)
+      ps__publish_lot(w, &s, (ps_batch **)items, (size_t)n);
     ps__pump(w, 0);
   }
-  free(scratch);
-  free(groups);
+  ps__scratch_free(&s);
   if (w->conn)
     PS_COUNT(broker_connections_publisher, -1);
   ps_broker_close(w->conn);
   w->conn = NULL;
   ps_inflight_free(&w->fl);
-  ps_buf_free(&w->body);
   ps_buf_free(&w->rec);
   return NULL;
 }
@@ -559,6 +779,7 @@ ps_router *ps_router_start(const ps_router_options *opt, ps_queue *q, ps_broker 
   for (int i = 0; i < opt->workers; i++) {
     r->workers[i].r = r;
     r->workers[i].id = i;
+    snprintf(r->workers[i].who, sizeof r->workers[i].who, "%d", i);
     ps_inflight_init(&r->workers[i].fl, (size_t)(opt->window > 0 ? opt->window : 256));
     r->workers[i].handler = (ps_confirm_handler){&r->workers[i], ps__on_confirm, ps__on_return};
     if (pthread_create(&r->workers[i].thread, NULL, ps__worker_main, &r->workers[i]) != 0)

@@ -39,7 +39,17 @@ typedef struct ps_router_options {
   int window;             /* unconfirmed messages per worker (PUBLISH_CONFIRM_WINDOW) */
   int confirm_timeout_ms; /* a publish unconfirmed this long drops the connection */
   ps_spool *spool;        /* where messages go while the broker is unreachable; NULL: none */
+  int merge_batches;      /* batches a worker takes from the queue at once and publishes in shared
+                             messages (PUBLISH_MERGE_BATCHES, 1..64; 1: each batch on its own) */
+  int packed;             /* PUBLISH_FORMAT=packed: one message per type for the whole lot, one Events
+                             per header in it, a line each (PS_CONTENT_TYPE_PACKED) */
 } ps_router_options;
+
+/**
+ * Writes the id of a published message, "<instance, 16 hex digits>-<who>-<n>"
+ * (who: at most 22 bytes of it are used), into id (64 bytes at least).
+ */
+void ps_router_message_id(char *id, uint64_t instance, const char *who, uint64_t n);
 
 /** Starts the workers on q, publishing through broker (both borrowed until stop). */
 ps_router *ps_router_start(const ps_router_options *opt, ps_queue *q, ps_broker *broker);

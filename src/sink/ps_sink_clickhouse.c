@@ -159,27 +159,98 @@ static int ps__ch_open(ps_sink *bs, char *err, size_t errlen) {
   return r == PS_SINK_RETRY ? PS_ECONN : PS_EREJECTED;
 }
 
-static void ps__tsv_string(ps_buf *b, const char *s, size_t n) {
-  ps_buf_reserve(b, n + n / 8 + 2);
-  size_t start = 0;
-  for (size_t i = 0; i < n; i++) {
-    char e;
-    switch (s[i]) {
-    case '\\': e = '\\'; break;
-    case '\t': e = 't'; break;
-    case '\n': e = 'n'; break;
-    case '\r': e = 'r'; break;
-    case '\0': e = '0'; break;
-    case '\b': e = 'b'; break;
-    case '\f': e = 'f'; break;
-    default: continue;
+/*
+ * TabSeparated escaping: backslash, tab, newline, carriage return, NUL,
+ * backspace and form feed become two-byte escapes; every other byte is
+ * copied. ps__tsv_esc maps a byte to the letter of its escape (0: none).
+ */
+static const char ps__tsv_esc[256] = {
+    ['\\'] = '\\', ['\t'] = 't', ['\n'] = 'n', ['\r'] = 'r', ['\0'] = '0', ['\b'] = 'b', ['\f'] = 'f',
+};
+
+/*
+ * Whether any of the 8 bytes in w may need escaping: the escaped bytes but
+ * the backslash are all below 14, so the test is "a byte below 14 or a
+ * backslash" (Hacker's Delight's "find a zero byte", which never misses one;
+ * the few bytes below 14 that need no escape are sorted out by the table).
+ */
+static inline uint64_t ps__tsv_maybe(uint64_t w) {
+  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull, bs = ones * '\\';
+  return ((w - ones * 14) & ~w & highs) | (((w ^ bs) - ones) & ~(w ^ bs) & highs);
+}
+
+static inline uint64_t ps__tsv_load8(const unsigned char *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return w;
+}
+
+/*
+ * A length i such that s[0..i) needs no escaping, and i == n exactly when
+ * none of s does: 16 bytes at a time, then 8, then the last n % 8 bytes as
+ * the word that ends s (it overlaps bytes already seen, which are clean). A
+ * string shorter than 8 bytes is tested as one word made of two overlapping
+ * 4-byte loads, or of its first, middle and last byte padded with spaces;
+ * when that word has a hit the answer is 0.
+ */
+static inline size_t ps__tsv_clean(const unsigned char *s, size_t n) {
+  if (n < 8) {
+    uint64_t w;
+    if (n >= 4) {
+      uint32_t lo, hi;
+      memcpy(&lo, s, 4);
+      memcpy(&hi, s + n - 4, 4);
+      w = lo | (uint64_t)hi << 32;
+    } else if (n) {
+      w = s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16 | 0x2020202020000000ull;
+    } else {
+      return 0;
     }
-    ps_buf_append(b, s + start, i - start);
-    ps_buf_putc(b, '\\');
-    ps_buf_putc(b, e);
-    start = i + 1;
+    return ps__tsv_maybe(w) ? 0 : n;
   }
-  ps_buf_append(b, s + start, n - start);
+  size_t i = 0;
+  for (; n - i >= 16; i += 16)
+    if (ps__tsv_maybe(ps__tsv_load8(s + i)) | ps__tsv_maybe(ps__tsv_load8(s + i + 8)))
+      return i;
+  if (n - i >= 8) {
+    if (ps__tsv_maybe(ps__tsv_load8(s + i)))
+      return i;
+    i += 8;
+  }
+  return i == n || !ps__tsv_maybe(ps__tsv_load8(s + n - 8)) ? n : i;
+}
+
+/*
+ * Appends s[0..n) escaped. Most strings (JSON, identifiers) need no escape
+ * at all: one scan, 8 bytes at a time, and one copy. Otherwise the bytes from
+ * the first word with a possible hit are looked up one by one in
+ * ps__tsv_esc, still skipping clean words, and each clean run is copied with
+ * one append.
+ */
+static void ps__tsv_string(ps_buf *b, const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = ps__tsv_clean(u, n), run = 0;
+  if (i == n) {
+    ps_buf_append(b, s, n);
+    return;
+  }
+  ps_buf_reserve(b, n + n / 8 + 2);
+  while (i < n) {
+    while (n - i >= 8 && !ps__tsv_maybe(ps__tsv_load8(u + i)))
+      i += 8;
+    if (i >= n)
+      break;
+    char e = ps__tsv_esc[u[i]];
+    if (!e) {
+      i++;
+      continue;
+    }
+    char esc[2] = {'\\', e};
+    ps_buf_append(b, s + run, i - run);
+    ps_buf_append(b, esc, 2);
+    run = ++i;
+  }
+  ps_buf_append(b, s + run, n - run);
 }
 
 /* Forgets the batch; what rejected() reports is left alone. */

@@ -132,9 +132,10 @@ class SqliteStore:
         shutil.rmtree(self.dir, True)
 
 
-@pytest.mark.parametrize("mode", ["external", "embedded"])
+@pytest.mark.parametrize("mode", ["external", "embedded", "packed"])
 def test_e2e(mode, penstock_proc, db, clickhouse):
-    store = ClickHouseStore(clickhouse, db) if mode == "external" else SqliteStore()
+    """packed: external with PUBLISH_FORMAT=packed (several Events per message, one per line)."""
+    store = ClickHouseStore(clickhouse, db) if mode != "embedded" else SqliteStore()
     try:
         run_e2e(mode, store, penstock_proc, db)
     finally:
@@ -153,9 +154,13 @@ def run_e2e(mode, store, penstock_proc, db):
     total = len(sent)
     assert total == PER_TYPE * n_types
 
-    queue = pstest.TestQueue() if mode == "external" else None
+    queue = pstest.TestQueue() if mode != "embedded" else None
+    packed = mode == "packed"
     try:
-        p = penstock_proc(db=db, env=store.env())
+        env = store.env()
+        if packed:
+            env["PUBLISH_FORMAT"] = "packed"
+        p = penstock_proc(db=db, env=env)
         store.ready()
 
         wall0 = time.time()
@@ -227,58 +232,72 @@ def run_e2e(mode, store, penstock_proc, db):
             p.stop()
             return
 
-        # (b) the messages published: one type each, routing key = type, exactly the batch's events.
+        # (b) the messages published: one type each, routing key = type; each Events in them (the body, or
+        # each line of a packed one) has a header and, batch by batch, exactly that batch's events of the type,
+        # in order (batches with the same header may share a message).
         seen = collections.Counter()
+        want_ct = "application/x-ndjson" if packed else "application/json"
+
+        def docs(body):
+            return [d for d in body.split(b"\n") if d] if packed else [body]
 
         def all_seen(msgs):
-            return sum(len(json.loads(b).get("events", [])) for _, _, b in msgs) >= total
+            return sum(len(json.loads(d).get("events", [])) for _, _, b in msgs for d in docs(b)) >= total
 
         msgs = queue.drain(until=all_seen, inactivity=1.0, timeout=120)
         problems = []
+        lines = 0
         for method, props, body in msgs:
             rk = method.routing_key
-            if props.content_type != "application/json":
+            if props.content_type != want_ct:
                 problems.append("content_type %r" % props.content_type)
             if props.delivery_mode != 2:
                 problems.append("delivery_mode %r" % props.delivery_mode)
             if not props.message_id:
                 problems.append("no message_id")
-            try:
-                m = json_format.Parse(body, pb.Events())
-            except json_format.ParseError as e:
-                problems.append("body does not parse as Events (%s): %r" % (e, body[:300]))
-                continue
-            if not m.events:
-                problems.append("message with no events, key %s" % rk)
-                continue
-            bi = sent.get(m.events[0].id, (None,))[0]
-            if bi is None:
-                problems.append("message with unknown event id %s" % m.events[0].id)
-                continue
-            batch = batches[bi][0]
-            if m.header != batch.header:
-                problems.append("batch %d: header %s, want %s" % (bi, json_format.MessageToJson(m.header),
-                                                                  json_format.MessageToJson(batch.header)))
-            want = [e for e in batch.events if pstest.payload_of(e)[0] == rk]
-            if [e.SerializeToString(deterministic=True) for e in m.events] != \
-                    [e.SerializeToString(deterministic=True) for e in want]:
-                problems.append("batch %d key %s: events %s, want %s" % (
-                    bi, rk, [e.id for e in m.events], [e.id for e in want]))
-                for got_e, want_e in zip(m.events, want):
-                    if got_e != want_e:
-                        problems.append("  first difference: got %s want %s" % (
-                            json_format.MessageToJson(got_e)[:400], json_format.MessageToJson(want_e)[:400]))
-                        break
-            for e in m.events:
-                seen[e.id] += 1
+            if packed and not body.endswith(b"\n"):
+                problems.append("packed message without a final newline: %r" % body[-100:])
+            for doc in docs(body):
+                lines += 1
+                try:
+                    m = json_format.Parse(doc, pb.Events())
+                except json_format.ParseError as e:
+                    problems.append("body does not parse as Events (%s): %r" % (e, doc[:300]))
+                    continue
+                if not m.events:
+                    problems.append("message with no events, key %s" % rk)
+                    continue
+                by_batch = collections.OrderedDict()
+                for e in m.events:
+                    bi = sent.get(e.id, (None,))[0]
+                    if bi is None:
+                        problems.append("message with unknown event id %s" % e.id)
+                        continue
+                    by_batch.setdefault(bi, []).append(e)
+                    seen[e.id] += 1
+                for bi, got in by_batch.items():
+                    batch = batches[bi][0]
+                    if m.header != batch.header:
+                        problems.append("batch %d: header %s, want %s" % (
+                            bi, json_format.MessageToJson(m.header), json_format.MessageToJson(batch.header)))
+                    want = [e for e in batch.events if pstest.payload_of(e)[0] == rk]
+                    if [e.SerializeToString(deterministic=True) for e in got] != \
+                            [e.SerializeToString(deterministic=True) for e in want]:
+                        problems.append("batch %d key %s: events %s, want %s" % (
+                            bi, rk, [e.id for e in got], [e.id for e in want]))
+                        for got_e, want_e in zip(got, want):
+                            if got_e != want_e:
+                                problems.append("  first difference: got %s want %s" % (
+                                    json_format.MessageToJson(got_e)[:400], json_format.MessageToJson(want_e)[:400]))
+                                break
         missing = [i for i in sent if seen[i] == 0]
         dups = [i for i, n in seen.items() if n > 1]
         assert not problems, "%d problems in %d messages, first:\n%s" % (len(problems), len(msgs),
                                                                          "\n".join(problems[:15]))
         assert not missing and not dups, "%d sent events never published, %d published more than once " \
             "(e.g. %s %s)" % (len(missing), len(dups), missing[:3], dups[:3])
-        pstest.report("e2e: %d messages published for %d batches (%.1f types per batch)"
-                      % (len(msgs), len(batches), len(msgs) / len(batches)))
+        pstest.report("e2e (%s): %d messages (%d Events) published for %d batches (%.2f messages per batch)"
+                      % (mode, len(msgs), lines, len(batches), len(msgs) / len(batches)))
         p.stop()
     finally:
         if queue is not None:

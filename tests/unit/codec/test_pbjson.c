@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -866,6 +867,9 @@ PS_TEST(decode_accepts_the_proto3_forms) {
       {"{\"flt\":\"1.5\",\"dbl\":\"NaN\",\"rDbl\":[\"Infinity\",\"-Infinity\",1e-7,20,\"-0\"]}",
        "{\"flt\":1.5,\"dbl\":\"NaN\",\"rDbl\":[\"Infinity\",\"-Infinity\",1e-7,20,-0]}"},
       {"{\"dbl\":100000000000000000000,\"i32\":5}", "{\"i32\":5,\"dbl\":100000000000000000000}"},
+      /* integers are read from the number's text, exactly, even beyond 2^53 */
+      {"{\"dbl\":100000000000000000000,\"i64\":9007199254740993,\"u64\":18446744073709551615}",
+       "{\"i64\":\"9007199254740993\",\"u64\":\"18446744073709551615\",\"dbl\":100000000000000000000}"},
       /* -0 (as Go writes a negative zero) keeps its sign; "-0" in a string is no number */
       {"{\"i32\":-0,\"dbl\":-0,\"rDbl\":[-0,0,-0e0,-0.0],\"str\":\"-0\",\"i64\":\"-0\"}",
        "{\"dbl\":-0,\"str\":\"-0\",\"rDbl\":[-0,0,-0,-0]}"},
@@ -945,8 +949,7 @@ PS_TEST(decode_refuses_bad_input) {
       {"{\"i32\":\" 1\"}", "not a whole number"},
       {"{\"i32\":\"0x10\"}", "not a whole number"},
       {"{\"i32\":\"01\"}", "not a whole number"},
-      {"{\"i64\":1e300}", "too large"},
-      {"{\"dbl\":100000000000000000000,\"i64\":9007199254740993}", "write it as a string"},
+      {"{\"i64\":1e300}", "i64: int64: value out of range"},
       {"{\"flt\":1e39}", "flt: float"},
       {"{\"flt\":\"-1e39\"}", "out of range"},
       {"{\"dbl\":\"1e999\"}", "out of range"},
@@ -1081,6 +1084,442 @@ PS_TEST(decode_survives_each_allocation_failing) {
   PS_CHECK_MSG(n > 50, "only %d allocations", n);
 }
 
+/* ---- decoder: the parser's edges ---------------------------------------------- */
+
+/* Decodes json[0..len) as T; on failure checks PS_EINVAL, no message, and needle in the error. */
+static int refuses(const ProtobufCMessageDescriptor *d, const char *json, size_t len, const char *needle) {
+  ProtobufCMessage *m = (ProtobufCMessage *)1;
+  char err[256];
+  int rc = ps_pbjson_decode(d, json, len, NULL, &m, err, sizeof err);
+  if (rc == 0)
+    protobuf_c_message_free_unpacked(m, NULL);
+  if (rc != PS_EINVAL || m != NULL || !strstr(err, needle)) {
+    ps_test__fail(__FILE__, __LINE__, "%.*s: rc %d, error \"%s\", expected \"%s\"",
+                  (int)(len < 200 ? len : 200), json, rc, rc ? err : "", needle);
+    return 0;
+  }
+  return 1;
+}
+#define REFUSES(json, needle) refuses(&pstest__all_types__descriptor, json, sizeof json - 1, needle)
+
+/* Numbers arrive as their text: integers are read exactly at every limit, in every form. */
+PS_TEST(decode_numbers_exactly_at_the_limits) {
+  const ProtobufCMessageDescriptor *T = &pstest__all_types__descriptor;
+  static const char *const ok[][2] = {
+      {"{\"i64\":-9223372036854775808,\"s64\":9223372036854775807,\"u64\":18446744073709551615}",
+       "{\"i64\":\"-9223372036854775808\",\"s64\":\"9223372036854775807\",\"u64\":\"18446744073709551615\"}"},
+      {"{\"i64\":-9.223372036854775808e18,\"sf64\":92233720368547758.07e2,\"f64\":1.8446744073709551615E19}",
+       "{\"i64\":\"-9223372036854775808\",\"sf64\":\"9223372036854775807\",\"f64\":"
+       "\"18446744073709551615\"}"},
+      {"{\"i32\":2147483647,\"s32\":-2147483648,\"sf32\":-2147483648.000,\"u32\":4294967295e0,\"f32\":"
+       "42949672.95e2}",
+       "{\"i32\":2147483647,\"s32\":-2147483648,\"sf32\":-2147483648,\"u32\":4294967295,\"f32\":4294967295}"},
+      {"{\"u64\":1e19,\"i64\":-0,\"s64\":0e999999,\"sf64\":-0.0e-5,\"rI64\":[9007199254740993,-"
+       "9007199254740993]}",
+       "{\"u64\":\"10000000000000000000\",\"rI64\":[\"9007199254740993\",\"-9007199254740993\"]}"},
+      {"{\"color\":1.0,\"rColor\":[2e0,-2147483648]}",
+       "{\"color\":\"RED\",\"rColor\":[\"GREEN\",-2147483648]}"},
+      /* a number longer than any buffer still rounds once, correctly */
+      {"{\"dbl\":1.000000000000000000000000000000000000000000000000000000000000000000000000000000000001,"
+       "\"flt\":0.1000000000000000000000000000000000000000000000000000000000000000000000000000000000000001}",
+       "{\"flt\":0.1,\"dbl\":1}"},
+      {"{\"dbl\":4.9406564584124654e-324,\"rDbl\":[1.7976931348623157e308,-1e-400]}",
+       "{\"dbl\":5e-324,\"rDbl\":[1.7976931348623157e+308,-0]}"},
+      {"{\"flt\":3.4028235e38,\"rFlt\":[1e-46,16777217]}", "{\"flt\":3.4028235e+38,\"rFlt\":[0,16777216]}"},
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+    if (!decodes_to(T, ok[i][0], ok[i][1]))
+      return;
+  PS_CHECK(REFUSES("{\"i64\":9223372036854775808}", "i64: int64: value out of range"));
+  PS_CHECK(REFUSES("{\"i64\":-9223372036854775809}", "i64: int64: value out of range"));
+  PS_CHECK(REFUSES("{\"i64\":9.223372036854775808e18}", "out of range"));
+  PS_CHECK(REFUSES("{\"u64\":18446744073709551616}", "u64: uint64: value out of range"));
+  PS_CHECK(REFUSES("{\"u64\":1e20}", "out of range"));
+  PS_CHECK(REFUSES("{\"u64\":-1}", "out of range"));
+  PS_CHECK(REFUSES("{\"u64\":-0.5}", "not a whole number"));
+  PS_CHECK(REFUSES("{\"i32\":2147483648.0}", "out of range"));
+  PS_CHECK(REFUSES("{\"i32\":-2147483649e0}", "out of range"));
+  PS_CHECK(REFUSES("{\"u32\":4294967296}", "out of range"));
+  PS_CHECK(REFUSES("{\"color\":1.5}", "color: pstest.Color: not a whole number"));
+  PS_CHECK(REFUSES("{\"i64\":1e-999999}", "not a whole number"));
+  PS_CHECK(REFUSES("{\"i64\":1000000000000000000000000000000000000000000000000000000000000000000000000}",
+                   "out of range"));
+  PS_CHECK(REFUSES("{\"dbl\":1e309}", "dbl: double: 1e309 is out of range"));
+  PS_CHECK(REFUSES("{\"rDbl\":[1,-2e308]}", "rDbl[1]: double: -2e308 is out of range"));
+  PS_CHECK(REFUSES("{\"flt\":3.5e38}", "flt: float: 3.5e38 is out of range"));
+  /* yajl's number grammar is JSON's */
+  PS_CHECK(REFUSES("{\"i32\":01}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":+1}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":1.}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":.5}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":1e}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":-}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"dbl\":NaN}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"dbl\":Infinity}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":0x10}", "invalid JSON"));
+}
+
+/* Every proper prefix of a document is refused as invalid JSON, and leaves nothing behind. */
+PS_TEST(decode_refuses_truncated_documents) {
+  const char *j =
+      "{\"i32\":-12,\"str\":\"a\\u00e9\\ud83d\\ude00\",\"rInner\":[{\"name\":\"x\"},{}],"
+      "\"mInner\":{\"k\":{\"n\":1}},\"dbl\":1.5e3,\"flag\":true,\"inner\":null,\"rRaw\":[\"YQ==\"]}";
+  size_t n = strlen(j);
+  for (size_t k = 0; k < n; k++)
+    if (!refuses(&pstest__all_types__descriptor, j, k, "invalid JSON"))
+      return;
+  PS_CHECK(decodes_to(&pstest__all_types__descriptor, j,
+                      "{\"i32\":-12,\"dbl\":1500,\"flag\":true,\"str\":\"a\xc3\xa9\xf0\x9f\x98\x80\","
+                      "\"rInner\":[{\"name\":\"x\"},{}],\"rRaw\":[\"YQ==\"],\"mInner\":{\"k\":{\"n\":1}}}"));
+  /* Not even the content's own errors come before the end is found missing. */
+  PS_CHECK(REFUSES("{\"nope\":1,", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":\"x\"", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"rI32\":[1,null", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"str\":\"abc", "invalid JSON (line 1, column 12): premature EOF"));
+  PS_CHECK(REFUSES("{\n\"str\":\n\"abc\"\n", "invalid JSON (line 4, column 1): premature EOF"));
+}
+
+/* One document, nothing after it but whitespace; no comments; JSON's whitespace only. */
+PS_TEST(decode_refuses_trailing_garbage_and_extensions) {
+  PS_CHECK(decodes_to(&pstest__all_types__descriptor, " \t\r\n{\"i32\":1} \t\r\n", "{\"i32\":1}"));
+  PS_CHECK(REFUSES("{}x", "invalid JSON (line 1, column 3): trailing garbage"));
+  PS_CHECK(REFUSES("{} {}", "trailing garbage"));
+  PS_CHECK(REFUSES("{}{\"i32\":1}", "trailing garbage"));
+  PS_CHECK(REFUSES("{} 1", "trailing garbage"));
+  PS_CHECK(REFUSES("{}\"x\"", "trailing garbage"));
+  PS_CHECK(REFUSES("{} null", "trailing garbage"));
+  PS_CHECK(REFUSES("{}\n]", "invalid JSON (line 2"));
+  /* yajl itself takes an unterminated string after the value for the end of the text */
+  PS_CHECK(REFUSES("{} \"abc", "invalid JSON (line 1, column 4): trailing garbage"));
+  PS_CHECK(REFUSES("{}\"", "trailing garbage"));
+  PS_CHECK(REFUSES("{\"rI32\":[1]}\n\"x\\\"y", "invalid JSON (line 2, column 1): trailing garbage"));
+  PS_CHECK(REFUSES("{\"nope\":1} \"", "trailing garbage"));
+  PS_CHECK(REFUSES("1 \"", "trailing garbage"));
+  PS_CHECK(REFUSES("{},", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"nope\":1} x", "invalid JSON")); /* the syntax error wins */
+  PS_CHECK(REFUSES("{\"i32\":1,}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"rI32\":[1,]}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\" 1}", "invalid JSON"));
+  PS_CHECK(REFUSES("{i32:1}", "invalid JSON"));
+  PS_CHECK(REFUSES("{'i32':1}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"str\":'a'}", "invalid JSON"));
+  PS_CHECK(REFUSES("{/* c */}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":1 // c\n}", "invalid JSON"));
+  PS_CHECK(REFUSES("{\"i32\":1}\v", "invalid JSON (line 1, column 10): invalid character U+000B"));
+  PS_CHECK(REFUSES("{\f\"i32\":1}", "invalid character U+000C"));
+  PS_CHECK(REFUSES("{\"str\":\"a\tb\"}", "invalid JSON"));   /* raw control character in a string */
+  PS_CHECK(REFUSES("{\"str\":\"a\\x41\"}", "invalid JSON")); /* no such escape */
+  PS_CHECK(REFUSES("{\"str\":\"\\u12G4\"}", "invalid JSON"));
+  PS_CHECK(REFUSES("\xef\xbb\xbf{}", "invalid JSON")); /* a byte order mark */
+  PS_CHECK(REFUSES("   ", "invalid JSON"));
+  PS_CHECK(REFUSES("[]", "expected an object (pstest.AllTypes)"));
+  PS_CHECK(REFUSES("null", "expected an object"));
+  PS_CHECK(REFUSES("\"x\"", "expected an object"));
+  PS_CHECK(REFUSES("1", "expected an object"));
+  PS_CHECK(refuses(&pstest__all_types__descriptor, NULL, 0, "invalid JSON"));
+}
+
+/* UTF-8 as strict as ps_utf8_valid, in keys and values, raw or escaped; a NUL only where a string can hold
+ * it. */
+PS_TEST(decode_refuses_invalid_utf8_anywhere) {
+  PS_CHECK(REFUSES("{\"\xc0\xaf\":1}", "invalid JSON (line 1, column 3): invalid UTF-8"));
+  PS_CHECK(REFUSES("{\"\xed\xa0\x80\":1}", "invalid UTF-8"));
+  PS_CHECK(REFUSES("{\"\xf4\x90\x80\x80\":1}", "invalid UTF-8"));
+  PS_CHECK(REFUSES("{\"mInner\":{\"\xe0\x80\xaf\":{}}}", "invalid UTF-8"));
+  PS_CHECK(REFUSES("{\"mInner\":{\"a\xc3\":{}}}", "invalid UTF-8"));
+  PS_CHECK(REFUSES("{\"rStr\":[\"ok\",\"\xf8\x88\x80\x80\x80\"]}", "invalid UTF-8"));
+  PS_CHECK(
+      REFUSES("{\"str\":\"0123456789abcdef0123456789abcdef0123456789abcdef\xed\xbf\xbf\"}", "invalid UTF-8"));
+  PS_CHECK(REFUSES("{\"str\":\"\xed\xa0\xbd\xed\xb8\x80\"}", "invalid UTF-8")); /* CESU-8 */
+  /* UTF-16 escapes: pairs only */
+  PS_CHECK(REFUSES("{\"\\udc00\":1}",
+                   "invalid JSON (line 1, column 3): \\u escape of an unpaired UTF-16 surrogate"));
+  PS_CHECK(REFUSES("{\"mInner\":{\"\\ud800\":{}}}", "unpaired"));
+  PS_CHECK(REFUSES("{\"str\":\"\\ud800\\u0041\"}", "unpaired"));
+  PS_CHECK(REFUSES("{\"str\":\"\\uD800x\"}", "unpaired"));
+  PS_CHECK(REFUSES("{\"str\":\"\\ud800\\ud800\"}", "unpaired"));
+  PS_CHECK(REFUSES("{\"str\":\"\\udbff\\\\udc00\"}", "unpaired")); /* "\\" then "udc00": no low half */
+  PS_CHECK(REFUSES("{\"str\":\"x\\ud800", "unpaired"));
+  PS_CHECK(decodes_to(&pstest__all_types__descriptor,
+                      "{\"str\":\"\\\\ud800\\\\\\\"\\/\\uDBFF\\uDFFF\\u00e9\"}",
+                      "{\"str\":\"\\\\ud800\\\\\\\"/\xf4\x8f\xbf\xbf\xc3\xa9\"}"));
+  PS_CHECK(decodes_to(&pstest__all_types__descriptor,
+                      "{\"mInner\":{\"\\u00e9\\ud83d\\ude00\":{}},\"s\\u0074r\":\"\xc3\xa9\"}",
+                      "{\"str\":\"\xc3\xa9\",\"mInner\":{\"\xc3\xa9\xf0\x9f\x98\x80\":{}}}"));
+  /* U+0000 cannot be in a protobuf-c string, a field name or a map key */
+  PS_CHECK(REFUSES("{\"mInner\":{\"a\\u0000\":{}}}", "mInner.a: string: contains U+0000"));
+  PS_CHECK(REFUSES("{\"str\\u0000\":\"x\"}", "unknown field \"str\\u0000\" in pstest.AllTypes"));
+  PS_CHECK(REFUSES("{\"color\":\"RED\\u0000\"}", "has no value named \"RED\\u0000\""));
+  PS_CHECK(REFUSES("{\"i32\":\"1\\u0000\"}", "i32: int32: \"1\\u0000\" is not a whole number"));
+  PS_CHECK(REFUSES("{\"rRaw\":[\"YQ==\\u0000\"]}", "rRaw[0]: bytes: invalid base64"));
+  PS_CHECK(decodes_to(&pstest__all_types__descriptor, "{\"raw\":\"A\\u0041\\u003d\\u003d\"}",
+                      "{\"raw\":\"AA==\"}"));
+}
+
+/* Keys are looked up through a per-thread cache: it must never answer for a different key. */
+PS_TEST(decode_field_lookup_is_exact) {
+  const ProtobufCMessageDescriptor *E = &event__events__descriptor;
+  for (int round = 0; round < 3; round++) {
+    PS_CHECK(decodes_to(E, "{\"events\":[{\"completePurchaseEvent\":{\"amount\":1}}]}",
+                        "{\"events\":[{\"completePurchaseEvent\":{\"amount\":1}}]}"));
+    /* same length, head and tail as a known key: only the middle differs */
+    PS_CHECK(refuses(E, "{\"events\":[{\"completeXurchaseEvent\":{}}]}", 41,
+                     "unknown field \"completeXurchaseEvent\""));
+    PS_CHECK(refuses(E, "{\"events\":[{\"completePurchaseEvenT\":{}}]}", 41, "unknown field"));
+    PS_CHECK(refuses(E, "{\"events\":[{\"CompletePurchaseEvent\":{}}]}", 41, "unknown field"));
+    PS_CHECK(REFUSES("{\"snakeCaseNam\":\"a\"}", "unknown field \"snakeCaseNam\""));
+    PS_CHECK(REFUSES("{\"snakeCaseNamee\":\"a\"}", "unknown field"));
+    PS_CHECK(REFUSES("{\"snake_case_nameX\":\"a\"}", "unknown field"));
+    PS_CHECK(REFUSES("{\"i3\":1}", "unknown field \"i3\""));
+    PS_CHECK(REFUSES("{\"i322\":1}", "unknown field"));
+    PS_CHECK(REFUSES("{\"\":1}", "unknown field \"\""));
+    PS_CHECK(decodes_to(&pstest__all_types__descriptor, "{\"snake_case_name\":\"a\",\"i32\":1,\"rI32\":[2]}",
+                        "{\"i32\":1,\"snakeCaseName\":\"a\",\"rI32\":[2]}"));
+    PS_CHECK(decodes_to(&pstest__all_types__descriptor, "{\"snakeCaseName\":\"b\",\"r_i32\":[3]}",
+                        "{\"snakeCaseName\":\"b\",\"rI32\":[3]}"));
+    /* a key spelled one way, then the other: the field is given twice */
+    PS_CHECK(REFUSES("{\"r_i32\":[3],\"rI32\":[]}", "field \"r_i32\" of pstest.AllTypes given twice"));
+    PS_CHECK(REFUSES("{\"rI32\":[3],\"rI32\":[]}", "duplicate key \"rI32\" in pstest.AllTypes"));
+    PS_CHECK(REFUSES("{\"inner\":{\"n\":1,\"n\":null}}", "inner: duplicate key \"n\" in pstest.Inner"));
+  }
+}
+
+/* Lists grow as their elements come, through the caller's allocator. */
+PS_TEST(decode_grows_large_lists_and_maps) {
+  enum { N = 100000, M = 3000 };
+  ps_buf b = PS_BUF_INIT;
+  ps_buf_puts(&b, "{\"rI32\":[");
+  for (int i = 0; i < N; i++) {
+    char num[24];
+    snprintf(num, sizeof num, "%s%d", i ? "," : "", i - N / 2);
+    ps_buf_puts(&b, num);
+  }
+  ps_buf_puts(&b, "],\"rStr\":[");
+  for (int i = 0; i < M; i++) {
+    char s[32];
+    snprintf(s, sizeof s, "%s\"s%d\"", i ? "," : "", i);
+    ps_buf_puts(&b, s);
+  }
+  ps_buf_puts(&b, "],\"rInner\":[");
+  for (int i = 0; i < M; i++)
+    ps_buf_puts(&b, i ? ",{\"n\":7}" : "{\"n\":7}");
+  ps_buf_puts(&b, "],\"mI32\":{");
+  for (int i = 0; i < M; i++) {
+    char s[48];
+    snprintf(s, sizeof s, "%s\"%d\":\"v%d\"", i ? "," : "", M - i, i);
+    ps_buf_puts(&b, s);
+  }
+  ps_buf_puts(&b, "}}");
+  for (int arena = 0; arena < 2; arena++) {
+    ps_arena *a = arena ? ps_arena_create(4096) : NULL;
+    ProtobufCAllocator al = arena ? ps_arena_allocator(a) : (ProtobufCAllocator){0};
+    ProtobufCMessage *m = NULL;
+    char err[256];
+    PS_CHECK_INT_EQ(ps_pbjson_decode(&pstest__all_types__descriptor, b.data, b.len, arena ? &al : NULL, &m,
+                                     err, sizeof err),
+                    0);
+    const Pstest__AllTypes *t = (const Pstest__AllTypes *)m;
+    PS_CHECK(t->n_r_i32 == N && t->r_i32[0] == -N / 2 && t->r_i32[N - 1] == N / 2 - 1);
+    PS_CHECK(t->n_r_str == M && strcmp(t->r_str[M - 1], "s2999") == 0);
+    PS_CHECK(t->n_r_inner == M && t->r_inner[M - 1]->n == 7);
+    PS_CHECK(t->n_m_i32 == M && t->m_i32[0]->key == M && strcmp(t->m_i32[M - 1]->value, "v2999") == 0);
+    if (arena)
+      ps_arena_destroy(a);
+    else
+      protobuf_c_message_free_unpacked(m, NULL);
+  }
+  /* An error after the lists grew frees every array (ASan checks). */
+  b.len -= 2;
+  ps_buf_puts(&b, "},\"rI32\":[]}");
+  PS_CHECK(refuses(&pstest__all_types__descriptor, b.data, b.len, "duplicate key \"rI32\""));
+  ps_buf_free(&b);
+}
+
+/* Each allocation failing in turn, in a document whose lists and maps grow several times. */
+PS_TEST(decode_survives_allocation_failures_while_growing) {
+  const char *j =
+      "{\"rI32\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18],\"rStr\":[\"a\",\"b\",\"c\",\"d\","
+      "\"e\",\"f\",\"g\",\"h\",\"i\"],\"rRaw\":[\"YQ\",\"YQ\",\"YQ\",\"YQ\",\"YQ\",\"YQ\",\"YQ\",\"YQ\","
+      "\"YQ\"],"
+      "\"mInner\":{\"a\":{\"name\":\"x\"},\"b\":{},\"c\":{},\"d\":{},\"e\":{},\"f\":{},\"g\":{},\"h\":{},"
+      "\"i\":{\"name\":\"y\"}},\"cInner\":{\"name\":\"z\"}}";
+  int n = 0, rc;
+  for (;; n++) {
+    failing f = {n, 0};
+    ProtobufCAllocator al = {failing_alloc, failing_free, &f};
+    ProtobufCMessage *m = NULL;
+    char err[128];
+    rc = ps_pbjson_decode(&pstest__all_types__descriptor, j, strlen(j), &al, &m, err, sizeof err);
+    if (rc == 0) {
+      protobuf_c_message_free_unpacked(m, &al);
+      PS_CHECK_INT_EQ(f.live, 0);
+      break;
+    }
+    PS_CHECK_MSG(rc == PS_ENOMEM && m == NULL && f.live == 0 && strstr(err, "out of memory"),
+                 "allocation %d: rc %d, %d left, %s", n, rc, f.live, err);
+  }
+  PS_CHECK_MSG(n > 40, "only %d allocations", n);
+}
+
+/* Map keys may not repeat (compared as keys: "1" and "1.0" are the same int32). */
+PS_TEST(decode_refuses_duplicate_map_keys) {
+  PS_CHECK(REFUSES("{\"mI32\":{\"1\":\"a\",\"1\":\"b\"}}", "mI32: duplicate map key \"1\""));
+  PS_CHECK(REFUSES("{\"mI32\":{\"1\":\"a\",\"2\":\"b\",\"1.0\":\"c\"}}", "mI32: duplicate map key \"1\""));
+  PS_CHECK(REFUSES("{\"mFlag\":{\"true\":1,\"false\":1,\"true\":2}}", "mFlag: duplicate map key \"true\""));
+  PS_CHECK(REFUSES("{\"mI64\":{\"-9223372036854775808\":1,\"-9223372036854775808\":2}}",
+                   "duplicate map key \"-9223372036854775808\""));
+  PS_CHECK(
+      REFUSES("{\"mU32\":{\"4294967295\":\"\",\"4294967295\":\"\"}}", "duplicate map key \"4294967295\""));
+  PS_CHECK(REFUSES(
+      "{\"inner\":{},\"mInner\":{\"a\":{},\"b\":{},\"c\":{},\"d\":{},\"e\":{},\"f\":{},\"g\":{},\"h\":{},"
+      "\"i\":{},\"j\":{},\"e\":{\"name\":\"x\"}}}",
+      "mInner: duplicate map key \"e\""));
+  /* many distinct keys, none taken for another */
+  ps_buf b = PS_BUF_INIT;
+  ps_buf_puts(&b, "{\"mInner\":{");
+  for (int i = 0; i < 1000; i++) {
+    char s[32];
+    snprintf(s, sizeof s, "%s\"k%d\":{}", i ? "," : "", i * 7919 % 1000);
+    ps_buf_puts(&b, s);
+  }
+  ps_buf_puts(&b, "}}");
+  ProtobufCMessage *m = NULL;
+  char err[256];
+  PS_CHECK_INT_EQ(ps_pbjson_decode(&pstest__all_types__descriptor, b.data, b.len, NULL, &m, err, sizeof err),
+                  0);
+  PS_CHECK(((Pstest__AllTypes *)m)->n_m_inner == 1000);
+  protobuf_c_message_free_unpacked(m, NULL);
+  ps_buf_puts(&b, "");
+  b.len -= 2;
+  ps_buf_puts(&b, ",\"k999\":{}}}");
+  PS_CHECK(refuses(&pstest__all_types__descriptor, b.data, b.len, "mInner: duplicate map key \"k999\""));
+  ps_buf_free(&b);
+}
+
+/* Nesting: messages 100 deep at most; any depth of JSON elsewhere is only a wrong type. */
+PS_TEST(decode_depth_limits) {
+  enum { DEEP = 200000 };
+  char *deep = malloc(12 * 105 + 2 * DEEP + 64);
+  PS_CHECK(deep != NULL);
+  for (int levels = 99; levels <= 101; levels++) {
+    size_t k = 0;
+    for (int i = 0; i < levels; i++)
+      k += (size_t)sprintf(deep + k, "{\"child\":");
+    k += (size_t)sprintf(deep + k, "{\"v\":1}");
+    for (int i = 0; i < levels; i++)
+      deep[k++] = '}';
+    ProtobufCMessage *m = NULL;
+    char err[64];
+    int rc = ps_pbjson_decode(&pstest__node__descriptor, deep, k, NULL, &m, err, sizeof err);
+    if (levels <= 100) { /* the innermost message is levels deep */
+      PS_CHECK_MSG(rc == 0, "%d levels: %s", levels, err);
+      protobuf_c_message_free_unpacked(m, NULL);
+    } else {
+      PS_CHECK_MSG(rc == PS_EINVAL && strstr(err, "messages nested deeper than 100"), "%d levels: %s", levels,
+                   err);
+      PS_CHECK_MSG(strncmp(err, "...", 3) == 0 && strstr(err, "child.child: messages"), "%s", err);
+    }
+  }
+  /* Arrays in arrays, far deeper than any message: refused as a wrong type, the whole text still checked. */
+  size_t k = (size_t)sprintf(deep, "{\"rI32\":");
+  memset(deep + k, '[', DEEP);
+  memset(deep + k + DEEP, ']', DEEP);
+  k += 2 * (size_t)DEEP;
+  deep[k++] = '}';
+  PS_CHECK(refuses(&pstest__all_types__descriptor, deep, k, "rI32[0]: int32: expected a number"));
+  PS_CHECK(refuses(&pstest__all_types__descriptor, deep, k - 2, "invalid JSON"));
+  k = (size_t)sprintf(deep, "{\"nope\":");
+  for (int i = 0; i < DEEP / 5; i++)
+    k += (size_t)sprintf(deep + k, "{\"a\":");
+  deep[k++] = '1';
+  memset(deep + k, '}', DEEP / 5 + 1);
+  k += DEEP / 5 + 1;
+  PS_CHECK(refuses(&pstest__all_types__descriptor, deep, k, "unknown field \"nope\""));
+  free(deep);
+}
+
+/* One parser per thread serves document after document: no failure of any kind may leak into the next. */
+PS_TEST(decode_parser_reuse_after_each_failure) {
+  static const char *const bad[] = {
+      "",
+      "   \n",
+      "{",
+      "{\"i32\":1",
+      "{\"str\":\"ab",
+      "{\"str\":\"a\\",
+      "{}x",
+      "{} \"abc",
+      "{}\"",
+      "{}{\"i32\":1}",
+      "{} 1",
+      "1",
+      "1 \"x",
+      "\"x",
+      "[1,",
+      "{\"i32\":tru}",
+      "{\"nope\":1}",
+      "{\"i32\":\"x\"}",
+      "{\"s\xff\":1}",
+      "{\"str\":\"\\ud800\"}",
+      "{/*c*/}",
+      "{\"rI32\":[1,2,3",
+      "{\"i32\":1}\v",
+      "null",
+  };
+  for (int round = 0; round < 2; round++)
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      ProtobufCMessage *m = (ProtobufCMessage *)1;
+      char err[256];
+      int rc =
+          ps_pbjson_decode(&pstest__all_types__descriptor, bad[i], strlen(bad[i]), NULL, &m, err, sizeof err);
+      PS_CHECK_MSG(rc == PS_EINVAL && m == NULL, "%s: rc %d", bad[i], rc);
+      /* the next document, with escapes, numbers at the ends of tokens, nesting */
+      PS_CHECK(decodes_to(
+          &pstest__all_types__descriptor,
+          "{\"i32\":7,\"str\":\"\\u00e9\\\"\",\"rInner\":[{\"n\":1},{}],\"mI32\":{\"1\":\"a\"},\"dbl\":2}",
+          "{\"i32\":7,\"dbl\":2,\"str\":\"\xc3\xa9\\\"\",\"rInner\":[{\"n\":1},{}],\"mI32\":{\"1\":\"a\"}}"));
+    }
+}
+
+/* Decoding in several threads at once (each has its own parser and caches, freed when it exits). */
+static void *decode_thread(void *arg) {
+  long bad = 0;
+  for (int i = 0; i < 300 && !bad; i++) {
+    const char *j =
+        (i + (int)(long)arg) % 2
+            ? "{\"header\":{\"sessionId\":\"s\",\"userId\":\"7\"},\"events\":[{\"id\":\"1\",\"clickEvent\":{}"
+              "},"
+              "{\"pageOpenedEvent\":{\"params\":{\"a\":\"b\"}}}]}"
+            : "{\"events\":[{\"completePurchaseEvent\":{\"amount\":2.5,\"productIds\":[\"p\"]}}]}";
+    ProtobufCMessage *m = NULL;
+    char err[128];
+    if (ps_pbjson_decode(&event__events__descriptor, j, strlen(j), NULL, &m, err, sizeof err) != 0) {
+      bad = 1;
+      break;
+    }
+    Event__Events *e = (Event__Events *)m;
+    bad = (i + (int)(long)arg) % 2
+              ? !(e->header && e->header->userid == 7 && e->n_events == 2 &&
+                  e->events[1]->pageopenedevent->n_params == 1)
+              : !(e->n_events == 1 && e->events[0]->completepurchaseevent->amount == 2.5);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  return (void *)bad;
+}
+
+PS_TEST(decode_in_threads) {
+  pthread_t th[4];
+  for (long i = 0; i < 4; i++)
+    PS_CHECK(pthread_create(&th[i], NULL, decode_thread, (void *)i) == 0);
+  long bad = 0;
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    pthread_join(th[i], &r);
+    bad += (long)r;
+  }
+  PS_CHECK_INT_EQ(bad, 0);
+}
+
 PS_TEST(encode_appends_to_existing_buffer) {
   ps_buf b = PS_BUF_INIT;
   ps_buf_puts(&b, "x=");
@@ -1097,4 +1536,11 @@ PS_TEST_MAIN(PS_CASE(goldens_match_reference_and_round_trip), PS_CASE(double_spe
              PS_CASE(encode_maps_sorted_like_go), PS_CASE(encode_proto2_labels), PS_CASE(encode_depth_limit),
              PS_CASE(decode_accepts_the_proto3_forms), PS_CASE(decode_refuses_bad_input),
              PS_CASE(decode_into_an_arena), PS_CASE(decode_survives_each_allocation_failing),
+             PS_CASE(decode_numbers_exactly_at_the_limits), PS_CASE(decode_refuses_truncated_documents),
+             PS_CASE(decode_refuses_trailing_garbage_and_extensions),
+             PS_CASE(decode_refuses_invalid_utf8_anywhere), PS_CASE(decode_field_lookup_is_exact),
+             PS_CASE(decode_grows_large_lists_and_maps),
+             PS_CASE(decode_survives_allocation_failures_while_growing),
+             PS_CASE(decode_refuses_duplicate_map_keys), PS_CASE(decode_depth_limits),
+             PS_CASE(decode_parser_reuse_after_each_failure), PS_CASE(decode_in_threads),
              PS_CASE(encode_appends_to_existing_buffer))

@@ -1,4 +1,9 @@
-/* Unit tests of ps_pb_check_wire_strings: U+0000 and bad UTF-8 found at any depth, with the field's path. */
+/*
+ * Unit tests of ps_pb_check_wire_strings: U+0000 and bad UTF-8 found at any
+ * depth, with the field's path (its list indices counted on the wire, other
+ * fields and unknown ones in between), in strings of every length with the
+ * bad byte at every position.
+ */
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,5 +91,96 @@ PS_TEST(malformed_bytes_are_left_to_the_unpacker) {
   PS_CHECK_INT_EQ(ps_pb_check_wire_strings(&event__events__descriptor, junk, 0, err, sizeof err), 0);
 }
 
+/* Appends a varint. */
+static size_t put_varint(uint8_t *b, uint64_t v) {
+  size_t n = 0;
+  do {
+    b[n] = (uint8_t)(v & 0x7f);
+    v >>= 7;
+    if (v)
+      b[n] |= 0x80;
+    n++;
+  } while (v);
+  return n;
+}
+
+/* Appends field `num` as a length-delimited value. */
+static size_t put_ld(uint8_t *b, unsigned num, const void *v, size_t len) {
+  size_t n = put_varint(b, (uint64_t)num << 3 | 2);
+  n += put_varint(b + n, len);
+  memcpy(b + n, v, len);
+  return n + len;
+}
+
+/* Appends Event{id: id} as field 5 of Events. */
+static size_t put_event(uint8_t *b, const char *id, size_t idlen) {
+  uint8_t ev[256];
+  size_t n = put_ld(ev, 4, id, idlen);
+  return put_ld(b, 5, ev, n);
+}
+
+PS_TEST(index_counts_only_that_fields_occurrences) {
+  uint8_t b[1024];
+  size_t n = 0;
+  b[n++] = 5 << 3 | 0; /* field 5 as a varint: not an occurrence of the list */
+  b[n++] = 1;
+  n += put_event(b + n, "a", 1);
+  n += put_ld(b + n, 99, "zz", 2); /* unknown field */
+  b[n++] = 4 << 3 | 1;             /* a fixed64 */
+  memset(b + n, 0, 8);
+  n += 8;
+  n += put_ld(b + n, 4, (const uint8_t[]){5 << 3 | 2, 1, 's'}, 3);
+  n += put_event(b + n, "b", 1);
+  n += put_event(b + n, "c\xff", 2);
+  char err[256] = "";
+  PS_CHECK_INT_EQ(ps_pb_check_wire_strings(&event__events__descriptor, b, n, err, sizeof err), PS_EINVAL);
+  PS_CHECK_STR_EQ(err, "events[2].id: invalid UTF-8");
+  /* A short err buffer gets a cut message. */
+  PS_CHECK_INT_EQ(ps_pb_check_wire_strings(&event__events__descriptor, b, n, err, 8), PS_EINVAL);
+  PS_CHECK_STR_EQ(err, "events[");
+}
+
+PS_TEST(nul_is_reported_before_bad_utf8) {
+  uint8_t b[256];
+  size_t n = put_event(b, "\xff ok \x00", 6);
+  char err[256] = "";
+  PS_CHECK_INT_EQ(ps_pb_check_wire_strings(&event__events__descriptor, b, n, err, sizeof err), PS_EINVAL);
+  PS_CHECK_STR_EQ(err, "events[0].id: contains U+0000, which is not accepted in strings");
+  n = put_event(b, "\x00 ok \xff", 6);
+  PS_CHECK_INT_EQ(ps_pb_check_wire_strings(&event__events__descriptor, b, n, err, sizeof err), PS_EINVAL);
+  PS_CHECK_STR_EQ(err, "events[0].id: contains U+0000, which is not accepted in strings");
+}
+
+/* Every length up to 40, every position: a NUL, a bad byte, a good 2- and 4-byte sequence. */
+PS_TEST(every_length_and_position) {
+  static const struct {
+    const char *bytes;
+    size_t len;
+    const char *want; /* NULL: accepted */
+  } probes[] = {
+      {"\x00", 1, "events[0].id: contains U+0000, which is not accepted in strings"},
+      {"\x80", 1, "events[0].id: invalid UTF-8"},
+      {"\xc3", 1, "events[0].id: invalid UTF-8"}, /* truncated, or followed by ASCII */
+      {"\xc3\xa9", 2, NULL},
+      {"\xf0\x9f\x98\x80", 4, NULL},
+      {"\x7f", 1, NULL},
+  };
+  for (size_t p = 0; p < sizeof probes / sizeof probes[0]; p++)
+    for (size_t len = probes[p].len; len <= 40; len++)
+      for (size_t at = 0; at + probes[p].len <= len; at++) {
+        char id[64];
+        memset(id, 'x', len);
+        memcpy(id + at, probes[p].bytes, probes[p].len);
+        uint8_t b[256];
+        size_t n = put_event(b, id, len);
+        char err[256] = "";
+        int rc = ps_pb_check_wire_strings(&event__events__descriptor, b, n, err, sizeof err);
+        int ok = probes[p].want ? rc == PS_EINVAL && strcmp(err, probes[p].want) == 0 : rc == 0;
+        PS_CHECK_MSG(ok, "probe %zu, length %zu, at %zu: rc %d, \"%s\"", p, len, at, rc, err);
+      }
+}
+
 PS_TEST_MAIN(PS_CASE(valid_message_passes), PS_CASE(nul_in_a_map_key_is_found_with_its_path),
-             PS_CASE(bad_utf8_is_found), PS_CASE(malformed_bytes_are_left_to_the_unpacker))
+             PS_CASE(bad_utf8_is_found), PS_CASE(malformed_bytes_are_left_to_the_unpacker),
+             PS_CASE(index_counts_only_that_fields_occurrences), PS_CASE(nul_is_reported_before_bad_utf8),
+             PS_CASE(every_length_and_position))

@@ -445,10 +445,10 @@ static char *arena_str(ps_arena *a, const char *s) {
 /*
  * A batch as ps_dispatch_submit builds it: the Events of session `session`,
  * one event per letter of types (C click, L launch, P page opened, N no
- * payload), event ids "<session>-e<i>", all in the batch's arena. s: the
+ * payload), event ids "<ids>-e<i>", all in the batch's arena. s: the
  * settled callback's record, or NULL for a batch nobody waits for.
  */
-static ps_batch *make_batch(const char *session, const char *types, settle_rec *s) {
+static ps_batch *make_batch_ids(const char *session, const char *ids, const char *types, settle_rec *s) {
   ps_arena *a = ps_arena_create(4096);
   Event__Events *msg = ps_arena_alloc(a, sizeof *msg);
   event__events__init(msg);
@@ -469,7 +469,7 @@ static ps_batch *make_batch(const char *session, const char *types, settle_rec *
     Event__Event *ev = ps_arena_alloc(a, sizeof *ev);
     event__event__init(ev);
     char id[64];
-    snprintf(id, sizeof id, "%s-e%zu", session, i);
+    snprintf(id, sizeof id, "%s-e%zu", ids, i);
     ev->id = arena_str(a, id);
     ev->timestamp = arena_str(a, "2024-01-01T00:00:00Z");
     if (types[i] == 'C') {
@@ -505,6 +505,10 @@ static ps_batch *make_batch(const char *session, const char *types, settle_rec *
   return b;
 }
 
+static ps_batch *make_batch(const char *session, const char *types, settle_rec *s) {
+  return make_batch_ids(session, session, types, s);
+}
+
 /* ---------------------------------------------------------------- the fixture */
 
 #define MAX_BATCHES 64
@@ -517,6 +521,7 @@ typedef struct fixture {
   char dir[64];
   settle_rec s[MAX_BATCHES];
   int nb;
+  ps_router_options opt; /* what setup starts the router with (now, or at start_router) */
 } fixture;
 
 /* A spool in a new temporary directory; max_bytes 0: the default bound. */
@@ -543,8 +548,8 @@ static ps_router_options default_options(void) {
                              .spool = NULL};
 }
 
-/* with_spool: 0 none, 1 a spool, more: a spool of at most that many bytes. */
-static void setup(fixture *fx, const ps_router_options *opt, int with_spool) {
+/* with_spool: 0 none, 1 a spool, more: a spool of at most that many bytes. start: start the router now. */
+static void setup(fixture *fx, const ps_router_options *opt, int with_spool, int start) {
   memset(fx, 0, sizeof *fx);
   atomic_store(&settle_order, 0);
   fx->f = fake_create();
@@ -554,8 +559,13 @@ static void setup(fixture *fx, const ps_router_options *opt, int with_spool) {
     o.spool = open_spool(fx, with_spool > 1 ? (uint64_t)with_spool : 0);
   for (int i = 0; i < MAX_BATCHES; i++)
     fx->s[i].f = fx->f;
-  fx->r = ps_router_start(&o, fx->q, &fx->f->base);
+  fx->opt = o;
+  if (start)
+    fx->r = ps_router_start(&o, fx->q, &fx->f->base);
 }
+
+/* Starts the router of a fixture set up with start 0 (so that what is queued already is there at its first pop). */
+static void start_router(fixture *fx) { fx->r = ps_router_start(&fx->opt, fx->q, &fx->f->base); }
 
 /* The router, stopped; the fake left as it is (so that the test can read it). */
 static int stop_router(fixture *fx, int64_t deadline_ns) {
@@ -605,18 +615,23 @@ static int settled_count(fixture *fx) {
   return n;
 }
 
-/* Runs a test body with a fixture set up and torn down around it, whatever the body's checks did. */
-#define ROUTER_TEST(name, opt_expr, with_spool)                                                            \
+/*
+ * Runs a test body with a fixture set up and torn down around it, whatever the body's checks did.
+ * ROUTER_TEST starts the router before the body; ROUTER_TEST_LATE leaves it to the body (start_router).
+ */
+#define ROUTER_TEST_(name, opt_expr, with_spool, start)                                                    \
   static void name##_body(fixture *fx);                                                                    \
   PS_TEST(name) {                                                                                          \
     fixture *fx = calloc(1, sizeof *fx);                                                                   \
     ps_router_options o = opt_expr;                                                                        \
-    setup(fx, &o, with_spool);                                                                             \
+    setup(fx, &o, with_spool, start);                                                                      \
     name##_body(fx);                                                                                       \
     teardown(fx);                                                                                          \
     free(fx);                                                                                              \
   }                                                                                                        \
   static void name##_body(fixture *fx)
+#define ROUTER_TEST(name, opt_expr, with_spool) ROUTER_TEST_(name, opt_expr, with_spool, 1)
+#define ROUTER_TEST_LATE(name, opt_expr, with_spool) ROUTER_TEST_(name, opt_expr, with_spool, 0)
 
 static ps_router_options with_window(int window) {
   ps_router_options o = default_options();
@@ -745,6 +760,206 @@ ROUTER_TEST(several_workers_each_batch_settles_once, with_workers(3), 0) {
   PS_CHECK_INT_EQ(PS_METRIC_GET(messages_published_total) - msgs0, 80);
   PS_CHECK(FAKE_GET(fx->f, connects) >= 1 && FAKE_GET(fx->f, connects) <= 3); /* one connection per worker */
   PS_CHECK_INT_EQ(FAKE_GET(fx->f, open), 0);
+}
+
+/* ---------------------------------------------------------------- lots: batches published together */
+
+static ps_router_options with_merge(int merge_batches) {
+  ps_router_options o = default_options();
+  o.merge_batches = merge_batches;
+  o.window = 64;
+  return o;
+}
+
+/* Queues a batch of session `session` whose event ids are "b<n>-e<i>" (n: its number in the test). */
+static void push_session(fixture *fx, const char *session, const char *types) {
+  char ids[16];
+  snprintf(ids, sizeof ids, "b%d", fx->nb);
+  ps_batch *b = make_batch_ids(session, ids, types, &fx->s[fx->nb]);
+  fx->nb++;
+  if (ps_queue_push(fx->q, b, ps_now_ns() + 1000000000LL) != 0)
+    abort();
+}
+
+/* Whether body holds the event ids of the space-separated list ids, each once, in that order, and no other id. */
+static int body_has_ids_in_order(const char *body, const char *ids) {
+  char list[512], quoted[64];
+  snprintf(list, sizeof list, "%s", ids);
+  const char *at = body;
+  int n = 0;
+  for (char *save = NULL, *id = strtok_r(list, " ", &save); id; id = strtok_r(NULL, " ", &save), n++) {
+    snprintf(quoted, sizeof quoted, "\"id\":\"%s\"", id);
+    const char *p = strstr(at, quoted);
+    if (!p || strstr(p + 1, quoted))
+      return 0;
+    at = p + 1;
+  }
+  int ids_in_body = 0;
+  for (const char *p = strstr(body, "\"id\":"); p; p = strstr(p + 1, "\"id\":"))
+    ids_in_body++;
+  return ids_in_body == n;
+}
+
+/*
+ * Starts the router on what is queued, waits until every batch settled (ms at most), stops it, checks
+ * that each settled once, in order, with rc 0, and that the fake saw nrecs publishes (the caller looks at
+ * ps_test__failed_current).
+ */
+static void run_queued(fixture *fx, int ms, size_t nrecs) {
+  start_router(fx);
+  WAIT_UNTIL(settled_count(fx) == fx->nb, ms);
+  PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 1000000000LL), 0);
+  check_settled_once_in_order(fx, 0);
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), nrecs);
+}
+
+/* Queues three batches: session a "C", session b "CL", session a "CC". */
+static void push_a_b_a(fixture *fx) {
+  push_session(fx, "a", "C");
+  push_session(fx, "b", "CL");
+  push_session(fx, "a", "CC");
+}
+
+ROUTER_TEST_LATE(a_lot_of_batches_with_one_header_shares_one_message_per_type, with_merge(16), 0) {
+  int64_t msgs0 = PS_METRIC_GET(messages_published_total), events0 = PS_METRIC_GET(events_published_total);
+  push_session(fx, "dev", "CLC");
+  push_session(fx, "dev", "CL");
+  push_session(fx, "dev", "LLC");
+  run_queued(fx, 1500, 2);
+  if (ps_test__failed_current)
+    return;
+  for (int i = 0; i < 3; i++) /* the lot settles once both of its messages are acked */
+    PS_CHECK_MSG(fx->s[i].acks_at >= 2, "batch %d settled after %zu acks", i, fx->s[i].acks_at);
+  fake_rec click = fake_rec_at(fx->f, 0), launch = fake_rec_at(fx->f, 1);
+  PS_CHECK_STR_EQ(click.routing_key, "ClickEvent");
+  PS_CHECK_MSG(body_has_ids_in_order(click.body, "b0-e0 b0-e2 b1-e0 b2-e2"), "click message %s", click.body);
+  PS_CHECK_STR_EQ(launch.routing_key, "LaunchEvent");
+  PS_CHECK_MSG(body_has_ids_in_order(launch.body, "b0-e1 b1-e1 b2-e0 b2-e1"), "launch message %s", launch.body);
+  PS_CHECK_MSG(strstr(click.body, "{\"header\":{\"sessionId\":\"dev\",\"userId\":\"42\"},\"events\":[") == click.body,
+               "click message %s", click.body);
+  PS_CHECK(strcmp(click.message_id, launch.message_id) != 0);
+  PS_CHECK_INT_EQ(PS_METRIC_GET(messages_published_total) - msgs0, 2);
+  PS_CHECK_INT_EQ(PS_METRIC_GET(events_published_total) - events0, 8);
+}
+
+ROUTER_TEST_LATE(batches_with_other_headers_get_messages_of_their_own, with_merge(16), 0) {
+  push_a_b_a(fx);
+  run_queued(fx, 1500, 3);
+  if (ps_test__failed_current)
+    return;
+  fake_rec a = fake_rec_at(fx->f, 0), bc = fake_rec_at(fx->f, 1), bl = fake_rec_at(fx->f, 2);
+  PS_CHECK_MSG(strstr(a.body, "\"sessionId\":\"a\"") && body_has_ids_in_order(a.body, "b0-e0 b2-e0 b2-e1"),
+               "session a %s", a.body);
+  PS_CHECK_MSG(strstr(bc.body, "\"sessionId\":\"b\"") && body_has_ids_in_order(bc.body, "b1-e0"), "session b %s",
+               bc.body);
+  PS_CHECK_MSG(strstr(bl.body, "\"sessionId\":\"b\"") && body_has_ids_in_order(bl.body, "b1-e1"), "session b %s",
+               bl.body);
+  PS_CHECK_STR_EQ(bl.routing_key, "LaunchEvent");
+}
+
+ROUTER_TEST_LATE(merge_batches_1_publishes_each_batch_on_its_own, with_merge(1), 0) {
+  for (int i = 0; i < 3; i++)
+    push_session(fx, "dev", "CC");
+  run_queued(fx, 1500, 3);
+  if (ps_test__failed_current)
+    return;
+  for (int i = 0; i < 3; i++) {
+    char ids[32];
+    snprintf(ids, sizeof ids, "b%d-e0 b%d-e1", i, i);
+    fake_rec r = fake_rec_at(fx->f, (size_t)i);
+    PS_CHECK_MSG(body_has_ids_in_order(r.body, ids), "message %d: %s", i, r.body);
+  }
+}
+
+ROUTER_TEST_LATE(a_merged_message_takes_whole_groups_up_to_1000_events, with_merge(64), 0) {
+  char fifty[51];
+  memset(fifty, 'C', 50);
+  fifty[50] = '\0';
+  for (int i = 0; i < 25; i++) /* 1,250 events: 20 batches (1,000 events), then 5 */
+    push_session(fx, "dev", fifty);
+  run_queued(fx, 3000, 2);
+  if (ps_test__failed_current)
+    return;
+  fake_rec m0 = fake_rec_at(fx->f, 0), m1 = fake_rec_at(fx->f, 1);
+  int n0 = 0, n1 = 0;
+  for (const char *p = strstr(m0.body, "\"id\":"); p; p = strstr(p + 1, "\"id\":"))
+    n0++;
+  for (const char *p = strstr(m1.body, "\"id\":"); p; p = strstr(p + 1, "\"id\":"))
+    n1++;
+  PS_CHECK_INT_EQ(n0, 1000);
+  PS_CHECK_INT_EQ(n1, 250);
+  PS_CHECK(strstr(m0.body, "\"b19-e49\"") && !strstr(m0.body, "\"b20-e0\""));
+  PS_CHECK(strstr(m1.body, "\"b20-e0\"") && strstr(m1.body, "\"b24-e49\""));
+}
+
+ROUTER_TEST_LATE(a_nacked_merged_message_is_sent_again_and_its_lot_settles_once, with_merge(16), 0) {
+  pthread_mutex_lock(&fx->f->mu);
+  fx->f->nack_next = 1;
+  pthread_mutex_unlock(&fx->f->mu);
+  push_session(fx, "dev", "CL");
+  push_session(fx, "dev", "LC");
+  run_queued(fx, 1500, 3); /* click (nacked), launch, click again */
+  if (ps_test__failed_current)
+    return;
+  fake_rec first = fake_rec_at(fx->f, 0), again = fake_rec_at(fx->f, 2);
+  PS_CHECK_STR_EQ(first.message_id, again.message_id);
+  PS_CHECK_MSG(body_has_ids_in_order(again.body, "b0-e0 b1-e1"), "resent %s", again.body);
+  for (int i = 0; i < 2; i++) /* settled only after the resent message was acked */
+    PS_CHECK_MSG(fx->s[i].recs_at == 3, "batch %d settled after %zu publishes", i, fx->s[i].recs_at);
+}
+
+ROUTER_TEST_LATE(a_lot_given_up_at_the_deadline_refuses_every_batch_of_it, with_merge(16), 0) {
+  fake_set_down(fx->f, 1);
+  push_session(fx, "dev", "C");
+  push_session(fx, "dev", "CL");
+  start_router(fx);
+  ps_test_sleep_ms(50);
+  PS_CHECK_INT_EQ(settled_count(fx), 0); /* held: no spool, no broker */
+  PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 100000000LL), 0);
+  for (int i = 0; i < 2; i++) {
+    PS_CHECK_MSG(atomic_load(&fx->s[i].count) == 1, "batch %d settled %d times", i, atomic_load(&fx->s[i].count));
+    PS_CHECK_INT_EQ(fx->s[i].rc, PS_ETIMEDOUT);
+  }
+}
+
+static ps_router_options with_packed(void) {
+  ps_router_options o = with_merge(16);
+  o.packed = 1;
+  return o;
+}
+
+ROUTER_TEST_LATE(packed_one_message_per_type_for_the_lot_one_line_per_header, with_packed(), 0) {
+  push_a_b_a(fx);
+  run_queued(fx, 1500, 2);
+  if (ps_test__failed_current)
+    return;
+  fake_rec c = fake_rec_at(fx->f, 0), l = fake_rec_at(fx->f, 1);
+  PS_CHECK_STR_EQ(c.routing_key, "ClickEvent");
+  PS_CHECK_STR_EQ(c.content_type, PS_CONTENT_TYPE_PACKED);
+  char *nl = strchr(c.body, '\n');
+  PS_CHECK_MSG(nl && nl[1] && strchr(nl + 1, '\n') && !strchr(nl + 1, '\n')[1], "two lines: %s", c.body);
+  if (ps_test__failed_current)
+    return;
+  *nl = '\0';
+  PS_CHECK_MSG(strstr(c.body, "\"sessionId\":\"a\"") && body_has_ids_in_order(c.body, "b0-e0 b2-e0 b2-e1"),
+               "line 1: %s", c.body);
+  PS_CHECK_MSG(strstr(nl + 1, "\"sessionId\":\"b\"") && body_has_ids_in_order(nl + 1, "b1-e0"), "line 2: %s",
+               nl + 1);
+  PS_CHECK_STR_EQ(l.routing_key, "LaunchEvent");
+  PS_CHECK_STR_EQ(l.content_type, PS_CONTENT_TYPE_PACKED);
+  PS_CHECK_MSG(strstr(l.body, "\"sessionId\":\"b\"") && body_has_ids_in_order(l.body, "b1-e1") &&
+                   strchr(l.body, '\n') == l.body + strlen(l.body) - 1,
+               "launch: %s", l.body);
+}
+
+PS_TEST(message_ids_are_instance_worker_and_number) {
+  char id[64];
+  ps_router_message_id(id, 0x0123456789abcdefULL, "12", 0);
+  PS_CHECK_STR_EQ(id, "0123456789abcdef-12-0");
+  ps_router_message_id(id, 0, "o", UINT64_MAX);
+  PS_CHECK_STR_EQ(id, "0000000000000000-o-18446744073709551615");
+  ps_router_message_id(id, UINT64_MAX, "3", 1000);
+  PS_CHECK_STR_EQ(id, "ffffffffffffffff-3-1000");
 }
 
 ROUTER_TEST(events_without_a_type_are_dead_lettered_as_one_message, default_options(), 0) {
@@ -1415,6 +1630,14 @@ PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(a_returned_message_is_dead_lettered_window_1),
              PS_CASE(multiple_acks_over_a_small_window_settle_everything),
              PS_CASE(several_workers_each_batch_settles_once),
+             PS_CASE(a_lot_of_batches_with_one_header_shares_one_message_per_type),
+             PS_CASE(batches_with_other_headers_get_messages_of_their_own),
+             PS_CASE(merge_batches_1_publishes_each_batch_on_its_own),
+             PS_CASE(a_merged_message_takes_whole_groups_up_to_1000_events),
+             PS_CASE(a_nacked_merged_message_is_sent_again_and_its_lot_settles_once),
+             PS_CASE(a_lot_given_up_at_the_deadline_refuses_every_batch_of_it),
+             PS_CASE(packed_one_message_per_type_for_the_lot_one_line_per_header),
+             PS_CASE(message_ids_are_instance_worker_and_number),
              PS_CASE(events_without_a_type_are_dead_lettered_as_one_message),
              PS_CASE(a_nacked_message_is_published_again_and_settles_after_its_ack),
              PS_CASE(a_returned_message_is_dead_lettered),

@@ -4,7 +4,9 @@
  * the way ClickHouse refuses unparsable data (Code: 27), anything else is
  * stored line by line; the test can make chosen requests fail with a
  * retryable error (Code: 202). The real server is exercised by the
- * integration tests.
+ * integration tests. Also the TabSeparated escaping of the insert body, byte
+ * for byte, for strings of every length with each byte that matters at every
+ * position.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -284,6 +286,81 @@ PS_TEST(test_refusal_survives_a_retry) {
   free_ch(&ch);
 }
 
+/* A string as TabSeparated writes it, byte at a time: \\ \t \n \r \0 \b \f escaped, the rest copied. */
+static size_t reference_tsv(char *out, const unsigned char *s, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    char e = 0;
+    switch (s[i]) {
+    case '\\': e = '\\'; break;
+    case '\t': e = 't'; break;
+    case '\n': e = 'n'; break;
+    case '\r': e = 'r'; break;
+    case '\0': e = '0'; break;
+    case '\b': e = 'b'; break;
+    case '\f': e = 'f'; break;
+    }
+    if (e) {
+      out[k++] = '\\';
+      out[k++] = e;
+    } else {
+      out[k++] = (char)s[i];
+    }
+  }
+  return k;
+}
+
+PS_TEST(test_tsv_escaping_byte_for_byte) {
+  /* The seven escaped bytes, bytes the 8-at-a-time scan may flag that need no escape, and others. */
+  static const unsigned char probes[] = {'\\', '\t', '\n', '\r', 0,   '\b', '\f', 1,
+                                         7,    11,   14,   31,   '"', 0x80, 0xff};
+  static fake_ch ch;
+  fake_http fh;
+  PS_CHECK(fh_start(&fh, 0, ch_script, &ch) == 0);
+  ps_sink *s = make_sink(&fh);
+  ps_buf want = PS_BUF_INIT;
+  size_t rows = 0;
+  for (size_t len = 0; len <= 40; len++)
+    for (size_t at = 0; at <= len; at++)
+      for (size_t p = 0; p < sizeof probes; p++) {
+        if (at == len && p > 0)
+          continue; /* the clean string once per length */
+        unsigned char str[48];
+        for (size_t i = 0; i < len; i++)
+          str[i] = (unsigned char)('a' + i % 26);
+        if (at < len)
+          str[at] = probes[p];
+        if (at + 3 < len && p % 2) /* and some with two in a row */
+          str[at + 1] = probes[(p + 3) % sizeof probes];
+        ps_value v[2];
+        memset(v, 0, sizeof v);
+        v[0].s = (const char *)str;
+        v[0].len = len;
+        v[1].i = -(int64_t)rows;
+        ps_sink_write(s, v);
+        char line[128];
+        size_t k = reference_tsv(line, str, len);
+        ps_buf_append(&want, line, k);
+        ps_buf_printf(&want, "\t%lld\n", -(long long)rows);
+        rows++;
+      }
+  char err[512];
+  PS_CHECK_INT_EQ(ps_sink_flush(s, err, sizeof err), PS_SINK_OK);
+  PS_CHECK_INT_EQ(fh_count(&fh), 1);
+  const ps_buf *body = &fh.req[0].body;
+  size_t at = 0;
+  while (at < want.len && at < body->len && want.data[at] == body->data[at])
+    at++;
+  PS_CHECK_MSG(body->len == want.len && at == want.len,
+               "%zu rows: body differs at byte %zu: got \"%.40s\", want \"%.40s\"", rows, at,
+               body->data ? body->data + at : "", want.data + at);
+  ps_buf_free(&want);
+  ps_sink_destroy(s);
+  fh_stop(&fh);
+  free_ch(&ch);
+}
+
 PS_TEST_MAIN(PS_CASE(test_good_batch_one_insert), PS_CASE(test_bad_rows_are_isolated),
              PS_CASE(test_all_rows_bad), PS_CASE(test_retry_before_anything_is_stored),
-             PS_CASE(test_retry_during_bisection_keeps_what_landed), PS_CASE(test_refusal_survives_a_retry))
+             PS_CASE(test_retry_during_bisection_keeps_what_landed), PS_CASE(test_refusal_survives_a_retry),
+             PS_CASE(test_tsv_escaping_byte_for_byte))
