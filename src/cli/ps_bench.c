@@ -42,6 +42,7 @@
 
 #include <grpc/status.h>
 
+#include "cli/ps_args.h"
 #include "cli/ps_demo.h"
 #include "codec/ps_events.h"
 #include "codec/ps_pbjson.h"
@@ -609,34 +610,6 @@ int ps_bench_cdf_write(const ps_client_latency *h, FILE *f) {
 
 /* ------------------------------------------------------------ arguments */
 
-/* HOST:PORT with a port 1..65535 ([v6]:PORT too), or a unix: target. */
-static int ps__addr_ok(const char *a) {
-  if (strncmp(a, "unix:", 5) == 0)
-    return a[5] != '\0';
-  const char *colon = strrchr(a, ':');
-  if (!colon || colon == a)
-    return 0;
-  if (a[0] == '[' && colon[-1] != ']')
-    return 0;
-  char *end;
-  errno = 0;
-  long p = strtol(colon + 1, &end, 10);
-  return !errno && end != colon + 1 && !*end && p >= 1 && p <= 65535;
-}
-
-static int ps__int_arg(const char *flag, const char *v, long long lo, long long hi, long long *out, char *err,
-                       size_t errlen) {
-  char *end;
-  errno = 0;
-  long long x = strtoll(v, &end, 10);
-  if (errno || end == v || *end || x < lo || x > hi) {
-    snprintf(err, errlen, "%s: '%s' is not an integer from %lld to %lld", flag, v, lo, hi);
-    return PS_EINVAL;
-  }
-  *out = x;
-  return 0;
-}
-
 static int ps__num_arg(const char *flag, const char *v, double hi, double *out, char *err, size_t errlen) {
   char *end;
   errno = 0;
@@ -687,50 +660,32 @@ int ps_bench_parse_args(int argc, char **argv, ps_bench_options *o, char *err, s
       snprintf(err, errlen, "unexpected argument '%s'", a);
       return PS_EINVAL;
     }
-    char flag[64];
-    const char *v;
-    const char *eq = strchr(a, '=');
-    if (eq) {
-      snprintf(flag, sizeof flag, "%.*s", (int)(eq - a), a);
-      v = eq + 1;
-    } else {
-      snprintf(flag, sizeof flag, "%s", a);
-      v = NULL;
-    }
+    /* An option with a value: --opt VALUE or --opt=VALUE. */
     static const char *const with_value[] = {
         "--addr", "--connections", "--concurrency", "--batch", "--mix",      "--duration", "--events",
         "--rate", "--timeout-ms",  "--run-id",      "--ids",   "--timeline", "--cdf"};
-    int known = 0;
-    for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
-      known |= strcmp(flag, with_value[k]) == 0;
-    if (!known) {
-      snprintf(err, errlen, "unknown option '%s'", flag);
+    char flag[64];
+    const char *v;
+    if (ps_args_option(argc, argv, &i, with_value, sizeof with_value / sizeof with_value[0], flag, sizeof flag,
+                       &v, err, errlen) != 0)
       return PS_EINVAL;
-    }
-    if (!v) {
-      if (i + 1 >= argc) {
-        snprintf(err, errlen, "%s needs a value", flag);
-        return PS_EINVAL;
-      }
-      v = argv[++i];
-    }
     long long x;
     if (strcmp(flag, "--addr") == 0) {
-      if (!ps__addr_ok(v)) {
+      if (!ps_args_addr_ok(v)) {
         snprintf(err, errlen, "--addr: '%s' is not HOST:PORT", v);
         return PS_EINVAL;
       }
       o->addr = v;
     } else if (strcmp(flag, "--connections") == 0) {
-      if (ps__int_arg(flag, v, 1, 64, &x, err, errlen))
+      if (ps_args_int(flag, v, 1, 64, &x, err, errlen))
         return PS_EINVAL;
       o->connections = (int)x;
     } else if (strcmp(flag, "--concurrency") == 0) {
-      if (ps__int_arg(flag, v, 1, 16384, &x, err, errlen))
+      if (ps_args_int(flag, v, 1, 16384, &x, err, errlen))
         return PS_EINVAL;
       o->concurrency = (int)x;
     } else if (strcmp(flag, "--batch") == 0) {
-      if (ps__int_arg(flag, v, 1, 100000, &x, err, errlen))
+      if (ps_args_int(flag, v, 1, 100000, &x, err, errlen))
         return PS_EINVAL;
       o->batch = (uint32_t)x;
     } else if (strcmp(flag, "--mix") == 0) {
@@ -739,14 +694,14 @@ int ps_bench_parse_args(int argc, char **argv, ps_bench_options *o, char *err, s
       if (ps__num_arg(flag, v, 1e7, &o->duration_s, err, errlen))
         return PS_EINVAL;
     } else if (strcmp(flag, "--events") == 0) {
-      if (ps__int_arg(flag, v, 1, (long long)PS_BENCH_MAX_EVENTS, &x, err, errlen))
+      if (ps_args_int(flag, v, 1, (long long)PS_BENCH_MAX_EVENTS, &x, err, errlen))
         return PS_EINVAL;
       o->events = (uint64_t)x;
     } else if (strcmp(flag, "--rate") == 0) {
       if (ps__num_arg(flag, v, 1e9, &o->rate, err, errlen))
         return PS_EINVAL;
     } else if (strcmp(flag, "--timeout-ms") == 0) {
-      if (ps__int_arg(flag, v, 0, 86400000LL, &x, err, errlen))
+      if (ps_args_int(flag, v, 0, 86400000LL, &x, err, errlen))
         return PS_EINVAL;
       o->timeout_ms = (int)x;
     } else if (strcmp(flag, "--run-id") == 0) {

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/ps_args.h"
 #include "cli/ps_client.h"
 #include "cli/ps_demo.h"
 #include "codec/ps_pbjson.h"
@@ -78,34 +79,6 @@ const char *ps_send_usage(void) {
 
 /* ------------------------------------------------------------ arguments */
 
-static int ps__int_arg(const char *flag, const char *v, long long lo, long long hi, long long *out, char *err,
-                       size_t errlen) {
-  char *end;
-  errno = 0;
-  long long x = strtoll(v, &end, 10);
-  if (errno || end == v || *end || x < lo || x > hi) {
-    snprintf(err, errlen, "%s: '%s' is not an integer from %lld to %lld", flag, v, lo, hi);
-    return PS_EINVAL;
-  }
-  *out = x;
-  return 0;
-}
-
-/* HOST:PORT with a port 1..65535 ([v6]:PORT too), or a unix: target. */
-static int ps__addr_ok(const char *a) {
-  if (strncmp(a, "unix:", 5) == 0)
-    return a[5] != '\0';
-  const char *colon = strrchr(a, ':');
-  if (!colon || colon == a)
-    return 0;
-  if (a[0] == '[' && colon[-1] != ']')
-    return 0;
-  char *end;
-  errno = 0;
-  long p = strtol(colon + 1, &end, 10);
-  return !errno && end != colon + 1 && !*end && p >= 1 && p <= 65535;
-}
-
 int ps_send_parse_args(int argc, char **argv, ps_send_options *o, char *err, size_t errlen) {
   *o = (ps_send_options){.addr = "127.0.0.1:50051",
                          .demo = -1,
@@ -131,36 +104,17 @@ int ps_send_parse_args(int argc, char **argv, ps_send_options *o, char *err, siz
       return PS_EINVAL;
     }
     /* An option with a value: --opt VALUE or --opt=VALUE. */
-    char flag[64];
-    const char *v;
-    const char *eq = strchr(a, '=');
-    if (eq) {
-      snprintf(flag, sizeof flag, "%.*s", (int)(eq - a), a);
-      v = eq + 1;
-    } else {
-      snprintf(flag, sizeof flag, "%s", a);
-      v = NULL;
-    }
     static const char *const with_value[] = {"--addr",        "--file",     "--demo",       "--batch",
                                              "--concurrency", "--channels", "--timeout-ms", "--ids",
                                              "--id-prefix",   "--seed"};
-    int known = 0;
-    for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
-      known |= strcmp(flag, with_value[k]) == 0;
-    if (!known) {
-      snprintf(err, errlen, "unknown option '%s'", flag);
+    char flag[64];
+    const char *v;
+    if (ps_args_option(argc, argv, &i, with_value, sizeof with_value / sizeof with_value[0], flag, sizeof flag,
+                       &v, err, errlen) != 0)
       return PS_EINVAL;
-    }
-    if (!v) {
-      if (i + 1 >= argc) {
-        snprintf(err, errlen, "%s needs a value", flag);
-        return PS_EINVAL;
-      }
-      v = argv[++i];
-    }
     long long x;
     if (strcmp(flag, "--addr") == 0) {
-      if (!ps__addr_ok(v)) {
+      if (!ps_args_addr_ok(v)) {
         snprintf(err, errlen, "--addr: '%s' is not HOST:PORT", v);
         return PS_EINVAL;
       }
@@ -199,24 +153,24 @@ int ps_send_parse_args(int argc, char **argv, ps_send_options *o, char *err, siz
       o->seed = s;
       o->seed_set = 1;
     } else if (strcmp(flag, "--demo") == 0) {
-      if (ps__int_arg(flag, v, 1, 1000000000LL, &x, err, errlen))
+      if (ps_args_int(flag, v, 1, 1000000000LL, &x, err, errlen))
         return PS_EINVAL;
       o->demo = x;
     } else if (strcmp(flag, "--batch") == 0) {
-      if (ps__int_arg(flag, v, 1, 100000, &x, err, errlen))
+      if (ps_args_int(flag, v, 1, 100000, &x, err, errlen))
         return PS_EINVAL;
       o->batch = (int)x;
       batch_set = 1;
     } else if (strcmp(flag, "--concurrency") == 0) {
-      if (ps__int_arg(flag, v, 1, 4096, &x, err, errlen))
+      if (ps_args_int(flag, v, 1, 4096, &x, err, errlen))
         return PS_EINVAL;
       o->concurrency = (int)x;
     } else if (strcmp(flag, "--channels") == 0) {
-      if (ps__int_arg(flag, v, 1, 64, &x, err, errlen))
+      if (ps_args_int(flag, v, 1, 64, &x, err, errlen))
         return PS_EINVAL;
       o->channels = (int)x;
     } else { /* --timeout-ms */
-      if (ps__int_arg(flag, v, 0, 86400000LL, &x, err, errlen))
+      if (ps_args_int(flag, v, 0, 86400000LL, &x, err, errlen))
         return PS_EINVAL;
       o->timeout_ms = (int)x;
     }

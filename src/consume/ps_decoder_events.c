@@ -38,38 +38,41 @@ static int ps__packed(const ps_delivery *d) {
   return d->content_type && strcmp(d->content_type, PS_CONTENT_TYPE_PACKED) == 0;
 }
 
-/* Parses the Events of d (one, or one per line of a packed message) into dec->docs, in arena. */
+/* Parses one Events, json[0..n), into dec->docs; line > 0 names its line of a packed message in err. */
+static int ps__parse_one(ps__events_decoder *dec, const char *json, size_t n, size_t line,
+                         ProtobufCAllocator *alloc, char *err, size_t errlen) {
+  ProtobufCMessage *m = NULL;
+  char why[256];
+  if (ps_pbjson_decode(&event__events__descriptor, json, n, alloc, &m, why, sizeof why) != 0) {
+    if (line)
+      snprintf(err, errlen, "line %zu: %s", line, why);
+    else
+      snprintf(err, errlen, "%s", why);
+    return PS_EINVAL;
+  }
+  if (dec->ndocs == dec->capdocs) {
+    dec->capdocs = dec->capdocs ? 2 * dec->capdocs : 8;
+    dec->docs = realloc(dec->docs, dec->capdocs * sizeof *dec->docs);
+    if (!dec->docs)
+      abort();
+  }
+  dec->docs[dec->ndocs++] = (Event__Events *)m;
+  return 0;
+}
+
+/* Parses the Events of d (one, or one per non-empty line of a packed message) into dec->docs, in arena. */
 static int ps__parse(ps__events_decoder *dec, const ps_delivery *d, ProtobufCAllocator *alloc, char *err,
                      size_t errlen) {
   dec->ndocs = 0;
+  if (!ps__packed(d))
+    return ps__parse_one(dec, d->body, d->len, 0, alloc, err, errlen);
   const char *p = d->body, *end = d->body + d->len;
-  int packed = ps__packed(d);
-  for (size_t line = 1; p < end || (!packed && line == 1); line++) {
-    const char *eol = packed ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+  for (size_t line = 1; p < end; line++) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
     size_t n = (size_t)((eol ? eol : end) - p);
-    if (packed && n == 0) { /* an empty line (the last newline is not followed by one) */
-      p += 1;
-      continue;
-    }
-    ProtobufCMessage *m = NULL;
-    char why[256];
-    if (ps_pbjson_decode(&event__events__descriptor, p, n, alloc, &m, why, sizeof why) != 0) {
-      if (packed)
-        snprintf(err, errlen, "line %zu: %s", line, why);
-      else
-        snprintf(err, errlen, "%s", why);
+    if (n && ps__parse_one(dec, p, n, line, alloc, err, errlen) != 0)
       return PS_EINVAL;
-    }
-    if (dec->ndocs == dec->capdocs) {
-      dec->capdocs = dec->capdocs ? 2 * dec->capdocs : 8;
-      dec->docs = realloc(dec->docs, dec->capdocs * sizeof *dec->docs);
-      if (!dec->docs)
-        abort();
-    }
-    dec->docs[dec->ndocs++] = (Event__Events *)m;
     p += n + (eol != NULL);
-    if (!packed)
-      break;
   }
   return 0;
 }

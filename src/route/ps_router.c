@@ -487,18 +487,38 @@ static void ps__emit_body(ps_router *r, ps__scratch *s, const char *type_name, s
   emit(ctx, lead, &m, (uint32_t)n);
 }
 
-/*
- * Gathers into merged the events of type t of the batches of header class c
- * (batches c.. whose cls is c), group after group; with split, hands each
- * run of whole groups of up to PS__MERGE_MAX_EVENTS to the caller through
- * flush. Returns the events gathered and not flushed.
- */
+/* A lot as ps__lot_messages sees it: its batches, each one's group count and header class. */
 typedef struct ps__lot_view {
   ps_batch **bs;
   size_t n, ntypes;
   const size_t *ng, *cls;
 } ps__lot_view;
 
+/* The types of the batches of header class c (every batch: SIZE_MAX), in order of first appearance, into
+   s->types; returns how many. */
+static size_t ps__types_of(const ps__lot_view *v, ps__scratch *s, size_t c) {
+  size_t nt = 0;
+  for (size_t i = c == SIZE_MAX ? 0 : c; i < v->n; i++) {
+    if (c != SIZE_MAX && v->cls[i] != c)
+      continue;
+    for (size_t g = 0; g < v->ng[i]; g++) {
+      const char *t = s->groups[i * v->ntypes + g].type_name;
+      size_t k = 0;
+      while (k < nt && s->types[k] != t)
+        k++;
+      if (k == nt)
+        s->types[nt++] = t;
+    }
+  }
+  return nt;
+}
+
+/*
+ * Gathers into merged the events of type t of the batches of header class c
+ * (batches c.. whose cls is c), group after group; with flush, hands each
+ * run of whole groups of up to PS__MERGE_MAX_EVENTS to the caller through
+ * flush. Returns the events gathered and not flushed.
+ */
 static size_t ps__gather(const ps__lot_view *v, const ps__scratch *s, size_t c, const char *t, Event__Event **merged,
                          void (*flush)(void *arg, size_t m), void *arg) {
   size_t m = 0;
@@ -606,23 +626,11 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
   Event__Event **merged = s->ev + total;
   ps__lot_view v = {bs, n, ntypes, ng, cls};
   ps__lot_out o = {r, s, NULL, NULL, merged, bs[0], who, msgno, emit, ctx};
-  /* The types of the batches of class c (every class: SIZE_MAX), in order of first appearance, into s->types. */
-#define PS__TYPES_OF(c)                                                                                      \
-  size_t nt = 0;                                                                                             \
-  for (size_t i = (c) == SIZE_MAX ? 0 : (c); i < n; i++)                                                     \
-    for (size_t g = 0; ((c) == SIZE_MAX || cls[i] == (c)) && g < ng[i]; g++) {                                \
-      const char *t = s->groups[i * ntypes + g].type_name;                                                   \
-      size_t k = 0;                                                                                          \
-      while (k < nt && s->types[k] != t)                                                                     \
-        k++;                                                                                                 \
-      if (k == nt)                                                                                           \
-        s->types[nt++] = t;                                                                                  \
-    }
   if (!r->opt.packed) {
     for (size_t c = 0; c < n; c++) {
       if (cls[c] != c)
         continue;
-      PS__TYPES_OF(c)
+      size_t nt = ps__types_of(&v, s, c);
       for (size_t k = 0; k < nt; k++) {
         o.like = bs[c]->msg;
         o.type = s->types[k];
@@ -634,7 +642,7 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
     return;
   }
   /* Packed: per type, one line per header class, in messages of about PS__MERGE_MAX_EVENTS events. */
-  PS__TYPES_OF(SIZE_MAX)
+  size_t nt = ps__types_of(&v, s, SIZE_MAX);
   for (size_t k = 0; k < nt; k++) {
     size_t events = 0;
     ps_buf_reset(&s->body);
@@ -660,7 +668,6 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
     if (events)
       ps__emit_body(r, s, s->types[k], events, bs[0], who, msgno, emit, ctx);
   }
-#undef PS__TYPES_OF
 }
 
 static void ps__emit_send(void *ctx, ps_batch *lead, const ps_message *m, uint32_t events) {

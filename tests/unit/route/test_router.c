@@ -962,6 +962,21 @@ PS_TEST(message_ids_are_instance_worker_and_number) {
   PS_CHECK_STR_EQ(id, "ffffffffffffffff-3-1000");
 }
 
+ROUTER_TEST_LATE(in_a_lot_each_batch_dead_letters_its_own_events_without_a_type, with_merge(16), 0) {
+  push_session(fx, "dev", "NC");
+  push_session(fx, "dev", "CN");
+  run_queued(fx, 1500, 3); /* a dead letter per batch, then one click message for both */
+  if (ps_test__failed_current)
+    return;
+  fake_rec d0 = fake_rec_at(fx->f, 0), d1 = fake_rec_at(fx->f, 1), c = fake_rec_at(fx->f, 2);
+  PS_CHECK_STR_EQ(d0.exchange, "dlx");
+  PS_CHECK_STR_EQ(d1.exchange, "dlx");
+  PS_CHECK_MSG(strstr(d0.body, "b0-e0") && !strstr(d0.body, "b1-e1"), "dead letter 0 holds batch 0's event");
+  PS_CHECK_MSG(strstr(d1.body, "b1-e1") && !strstr(d1.body, "b0-e0"), "dead letter 1 holds batch 1's event");
+  PS_CHECK_STR_EQ(c.routing_key, "ClickEvent");
+  PS_CHECK_MSG(body_has_ids_in_order(c.body, "b0-e1 b1-e0"), "click message %s", c.body);
+}
+
 ROUTER_TEST(events_without_a_type_are_dead_lettered_as_one_message, default_options(), 0) {
   int64_t events0 = PS_METRIC_GET(events_published_total);
   push(fx, "NCN", 1);
@@ -1637,6 +1652,7 @@ PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(a_nacked_merged_message_is_sent_again_and_its_lot_settles_once),
              PS_CASE(a_lot_given_up_at_the_deadline_refuses_every_batch_of_it),
              PS_CASE(packed_one_message_per_type_for_the_lot_one_line_per_header),
+             PS_CASE(in_a_lot_each_batch_dead_letters_its_own_events_without_a_type),
              PS_CASE(message_ids_are_instance_worker_and_number),
              PS_CASE(events_without_a_type_are_dead_lettered_as_one_message),
              PS_CASE(a_nacked_message_is_published_again_and_settles_after_its_ack),
