@@ -23,15 +23,16 @@ Settings (environment, set by tests/run-integration):
 """
 
 import atexit
-import base64
 import datetime
 import importlib.util
 import json
 import math
 import os
+import pty
 import random
 import shutil
 import signal
+import select
 import socket
 import subprocess
 import sys
@@ -157,6 +158,35 @@ def port_open(port, host="127.0.0.1"):
     except OSError:
         return False
 
+
+
+def run_on_tty(args, timeout):
+    """Runs args with stderr on a pseudo-terminal (stdout a pipe) until it exits or timeout seconds pass.
+    Returns (returncode, what it wrote to the terminal, its stdout), both bytes."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        slave = None
+        tty = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the last writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                tty += chunk
+            elif proc.poll() is not None:
+                break
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    return proc.returncode, tty, out
 
 def poll(fn, timeout, interval=0.1, what="condition"):
     """Calls fn until it returns a true value, which it returns; fails after timeout seconds."""

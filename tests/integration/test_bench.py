@@ -10,10 +10,7 @@ exits 2; an unreachable server exits 1; the progress line shows on a terminal on
 import csv
 import io
 import json
-import os
-import pty
 import re
-import select
 import subprocess
 import time
 
@@ -241,31 +238,9 @@ def test_usage_errors_exit_2():
 def test_progress_line_on_a_terminal_only(penstock_proc, db):
     """Once a second on a terminal: elapsed, events/s over the last second, calls in flight, failed calls."""
     p = penstock_proc(db=db, env={"CONSUMERS_PER_QUEUE": "0"})
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen([pstest.PENSTOCK_BIN, "bench", "--addr", addr(p), "--rate", "1000", "--duration",
-                                 "2.5", "--json"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
-        os.close(slave)
-        slave = None
-        tty = b""
-        deadline = time.monotonic() + BENCH_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if select.select([master], [], [], 1.0)[0]:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the last writer closed the terminal
-                    break
-                if not chunk:
-                    break
-                tty += chunk
-            elif proc.poll() is not None:
-                break
-        out, _ = proc.communicate(timeout=BENCH_TIMEOUT_S)
-    finally:
-        os.close(master)
-        if slave is not None:
-            os.close(slave)
-    assert proc.returncode == 0, tty.decode("utf-8", "replace")[-2000:]
+    rc, tty, out = pstest.run_on_tty([pstest.PENSTOCK_BIN, "bench", "--addr", addr(p), "--rate", "1000",
+                                      "--duration", "2.5", "--json"], BENCH_TIMEOUT_S)
+    assert rc == 0, tty.decode("utf-8", "replace")[-2000:]
     s = json.loads(out)
     assert s["accepted"] == 2500, s
     draws = [d for d in tty.decode("utf-8", "replace").split("\r") if "events/s" in d]

@@ -9,10 +9,7 @@ times a second.
 """
 
 import json
-import os
-import pty
 import re
-import select
 import subprocess
 import time
 
@@ -279,33 +276,9 @@ def test_json_summary_parses(penstock_proc, db):
 
 def test_progress_line_on_a_terminal_only(penstock_proc, db):
     p = penstock_proc(db=db, env={"CONSUMERS_PER_QUEUE": "0"})
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen([pstest.PENSTOCK_BIN, "send", "--addr", addr(p), "--demo", "60000", "--batch", "20",
-                                 "--concurrency", "2", "--json"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
-        os.close(slave)
-        slave = None
-        tty = b""
-        deadline = time.monotonic() + SEND_TIMEOUT_S
-        while time.monotonic() < deadline:
-            ready_fds, _, _ = select.select([master], [], [], 1.0)
-            if ready_fds:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the last writer closed the terminal
-                    break
-                if not chunk:
-                    break
-                tty += chunk
-            elif proc.poll() is not None:
-                break
-        out, _ = proc.communicate(timeout=SEND_TIMEOUT_S)
-    finally:
-        os.close(master)
-        if slave is not None:
-            os.close(slave)
-    assert proc.returncode == 0, tty.decode("utf-8", "replace")[-2000:]
+    rc, tty, out = pstest.run_on_tty([pstest.PENSTOCK_BIN, "send", "--addr", addr(p), "--demo", "60000",
+                                      "--batch", "20", "--concurrency", "2", "--json"], SEND_TIMEOUT_S)
+    assert rc == 0, tty.decode("utf-8", "replace")[-2000:]
     s = json.loads(out)
     text = tty.decode("utf-8", "replace")
     draws = [d for d in text.split("\r") if "events/s" in d]
