@@ -673,19 +673,26 @@ def test_oversize_calls_are_refused_by_the_transport(mon, show_log):
 
 def test_text_log_lines(mon, show_log):
     """LOG_FORMAT=text (the default): every line is `time level msg key=value...`; one access-log line per
-    RPC (ACCESS_LOG_PER_SEC is high here), as many per method and code as penstock_rpcs_total counts."""
-    m = mon.metrics()
-    text = mon.stderr_text()
-    entries, bad = [], []
-    for line in log_lines(text):
-        e = parse_text_line(line)
-        if e is None:
-            bad.append(line)
-        else:
-            entries.append(e)
+    RPC (ACCESS_LOG_PER_SEC is high here), as many per method and code as penstock_rpcs_total counts.
+    The server counts and logs a call just after answering it, so a call of the previous test may still be
+    on its way: both are read again until they agree (5 s at most), then compared."""
+    deadline = time.monotonic() + 5
+    while True:
+        m = mon.metrics()
+        text = mon.stderr_text()
+        entries, bad = [], []
+        for line in log_lines(text):
+            e = parse_text_line(line)
+            if e is None:
+                bad.append(line)
+            else:
+                entries.append(e)
+        rpc = [e for e in entries if e[2] == "rpc"]
+        if rpc_counts_from_log(rpc) == rpc_counts_from_metrics(m) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert not bad, "%d stderr lines are not `time level msg key=value...`, first:\n%s" % (
         len(bad), "\n".join(repr(l) for l in bad[:10]))
-    rpc = [e for e in entries if e[2] == "rpc"]
     for e in rpc:
         check_rpc_line(e[3], "%s %s rpc %s" % (e[0], e[1], e[3]))
     assert rpc_counts_from_log(rpc) == rpc_counts_from_metrics(m), \
