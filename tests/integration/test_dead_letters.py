@@ -100,6 +100,9 @@ def test_a_row_clickhouse_refuses_does_not_block_its_batch(penstock_proc, clickh
         assert "row 0" in props.headers["x-penstock-reason"]
         pstest.poll(lambda: ch.queue_declare(QUEUE, passive=True).method.message_count == 0, 10,
                     what="%s to be empty (everything acknowledged)" % QUEUE)
+        # The consumer counts a dead letter once RabbitMQ confirmed it, just after it shows in the queue.
+        pstest.poll(lambda: p.metrics().total("penstock_messages_dead_lettered_total", queue=QUEUE,
+                                              reason="rejected_by_sink") >= 1, 5, what="the dead letter counted")
         m = p.metrics()
         assert m.total("penstock_messages_dead_lettered_total", queue=QUEUE, reason="rejected_by_sink") == 1
         assert m.total("penstock_inserts_total", queue=QUEUE, result="drop") >= 1

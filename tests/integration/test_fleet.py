@@ -690,6 +690,9 @@ def test_http_sink_dead_letters_a_4xx_and_goes_on(penstock_proc, fleet):
         recv.wait(lambda rs: len([r for r in rs if r.status == 200]) >= 6, 20,
                   what="the events after the refused one")
         letters = f.dead_letters(q, 1)
+        # The consumer counts a dead letter once RabbitMQ confirmed it, just after it shows in the queue.
+        pstest.poll(lambda: p.metrics().total("penstock_messages_dead_lettered_total", queue=q,
+                                              reason="rejected_by_sink") >= 1, 5, what="the dead letter counted")
         m = p.metrics()
         p.stop()
         reqs = recv.snapshot()
