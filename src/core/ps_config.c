@@ -40,6 +40,8 @@ static const ps_setting ps__settings[] = {
      "Batches a worker takes from the queue at once, at most, and publishes together: the events of one type from batches with the same header go in one message (up to 1000 events). 1: one message per type per batch, as the original service."},
     {"PUBLISH_FORMAT", PS_SETTING_STRING, OFF(publish_format), "events", 0, 0, 0,
      "events: each message is one proto3-JSON Events (application/json), the format of the original service, which any consumer reads. packed: a message holds the Events of one type of several headers (batches merged as PUBLISH_MERGE_BATCHES says), one per line (application/x-ndjson): fewer messages when headers differ, read by penstock's events decoder only."},
+    {"PUBLISH_LINGER_MS", PS_SETTING_INT, OFF(publish_linger_ms), NULL, 0, 100, 0,
+     "How long a worker that took fewer than PUBLISH_MERGE_BATCHES batches waits for more before publishing them: under a moderate load its messages are then fewer and larger (each batch waits this much longer at most). 0: publish at once. Default: 2 with PUBLISH_FORMAT=packed (its lots merge whatever the headers), 0 with events."},
     {"PUBLISH_CONFIRM_TIMEOUT_MS", PS_SETTING_INT, OFF(publish_confirm_timeout_ms), "10000", 100, 3600000, 0,
      "A publish not confirmed within this time counts as failed: the connection is dropped and the message republished or spooled."},
     {"SPOOL_DIR", PS_SETTING_STRING, OFF(spool_dir), "", 0, 0, 0,
@@ -258,10 +260,9 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
     }
     long long x;
     if (!v || !*v) {
-      if (s->def)
-        ps__parse_int(s->def, 1, &x);
-      else
-        x = ps__ncores();
+      if (!s->def)
+        continue; /* computed below, from the machine or from other settings */
+      ps__parse_int(s->def, 1, &x);
     } else if (ps__parse_int(v, s->type == PS_SETTING_BYTES, &x) != 0) {
       return ps__fail(err, errlen, "%s=%s: not %s", s->name, v,
                       s->type == PS_SETTING_BYTES ? "a size (e.g. 10485760, 512K, 10M)" : "an integer");
@@ -304,6 +305,11 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
     cfg->publish_packed = 1;
   else if (strcasecmp(cfg->publish_format, "events") != 0)
     return ps__fail(err, errlen, "PUBLISH_FORMAT=%s: expected events or packed", cfg->publish_format);
+  if (!cfg->worker_pool_size) /* unset (a value set is at least 1) */
+    cfg->worker_pool_size = (int)(ps__ncores() < 1024 ? ps__ncores() : 1024);
+  const char *linger = getenv("PUBLISH_LINGER_MS");
+  if (!linger || !*linger)
+    cfg->publish_linger_ms = cfg->publish_packed ? 2 : 0;
   if (strcasecmp(cfg->ack_mode, "confirmed") == 0)
     cfg->ack_confirmed = 1;
   else if (strcasecmp(cfg->ack_mode, "enqueued") != 0)
@@ -331,9 +337,12 @@ void ps_config_print_reference(FILE *out) {
   const ps_setting *t = ps_config_table(&n);
   fprintf(out, "| Variable | Default | Meaning |\n|---|---|---|\n");
   for (size_t i = 0; i < n; i++) {
-    const char *def = t[i].def ? t[i].def : "number of cores";
-    fprintf(out, "| `%s` | %s%s%s | %s |\n", t[i].name, *def ? "`" : "", *def ? def : "(empty)",
-            *def ? "`" : "", t[i].help);
+    const char *def = t[i].def;
+    if (!def) /* computed at load: its help says how */
+      fprintf(out, "| `%s` | (computed) | %s |\n", t[i].name, t[i].help);
+    else
+      fprintf(out, "| `%s` | %s%s%s | %s |\n", t[i].name, *def ? "`" : "", *def ? def : "(empty)", *def ? "`" : "",
+              t[i].help);
   }
 }
 

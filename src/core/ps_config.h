@@ -29,6 +29,7 @@ typedef struct ps_config {
   char *publish_format;    /* PUBLISH_FORMAT: events, packed */
   int publish_packed;      /* resolved from publish_format (not a setting) */
   int publish_merge_batches; /* PUBLISH_MERGE_BATCHES: batches published together, at most */
+  int publish_linger_ms;   /* PUBLISH_LINGER_MS: wait for a lot to fill (default from the format) */
   int publish_window;      /* PUBLISH_CONFIRM_WINDOW: unconfirmed messages per worker */
   int publish_confirm_timeout_ms;
   char *spool_dir;         /* "": DATA_DIR/spool */
@@ -63,7 +64,7 @@ typedef struct ps_setting {
   ps_setting_type type;
   size_t offset;           /* into ps_config */
   const char *def;         /* default as text; "" for strings means empty;
-                              NULL for ints means "computed at load" */
+                              NULL for ints: computed by ps_config_load (see help) */
   long long min, max;      /* for INT and BYTES */
   unsigned flags;          /* PS_SETTING_SECRET: never printed */
   const char *help;

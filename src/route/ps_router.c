@@ -5,7 +5,8 @@
  * window of unconfirmed messages (ps_inflight) and its own scratch buffers,
  * so the publish path shares nothing but the queue, the spool and the
  * metrics. A worker pops up to merge_batches batches at a time (a "lot":
- * one when the queue is short, more under load) and publishes their groups
+ * one when the queue is short, more under load; with linger_ms it waits
+ * that long for a short lot to fill) and publishes their groups
  * (encoded without copying events: a stack `Events` whose event array points
  * at the groups' events in the batches); the groups of one type from batches
  * with the same header go in one message (packed: one message per type for
@@ -732,6 +733,24 @@ int ps_router_spool_batch(ps_router *r, ps_batch *b) {
   return rc;
 }
 
+/*
+ * Lingering: a worker that popped n < lot batches waits up to linger_ms for
+ * more, so that under a moderate load (batches arriving a few a millisecond)
+ * a lot still holds several of them and its messages are fewer and larger;
+ * under a heavy load the queue fills whole lots and nobody waits. Returns the
+ * batches in items now. A closed queue ends the wait at once.
+ */
+static int ps__linger(ps_router *r, void **items, int n, size_t lot) {
+  int64_t until = ps_now_ns() + (int64_t)r->opt.linger_ms * 1000000;
+  while ((size_t)n < lot) {
+    int k = ps_queue_pop(r->q, items + n, (int)(lot - (size_t)n), until);
+    if (k <= 0)
+      break;
+    n += k;
+  }
+  return n;
+}
+
 static void *ps__worker_main(void *arg) {
   ps__worker *w = arg;
   char name[16];
@@ -757,6 +776,8 @@ static void *ps__worker_main(void *arg) {
       closed = 1;
       continue;
     }
+    if (n > 0 && (size_t)n < lot && w->r->opt.linger_ms > 0)
+      n = ps__linger(w->r, items, n, lot);
     if (n > 0)
       ps__publish_lot(w, &s, (ps_batch **)items, (size_t)n);
     ps__pump(w, 0);

@@ -43,6 +43,8 @@ typedef struct ps_router_options {
                              messages (PUBLISH_MERGE_BATCHES, 1..64; 1: each batch on its own) */
   int packed;             /* PUBLISH_FORMAT=packed: one message per type for the whole lot, one Events
                              per header in it, a line each (PS_CONTENT_TYPE_PACKED) */
+  int linger_ms;          /* PUBLISH_LINGER_MS: how long a worker that popped fewer than merge_batches
+                             batches waits for more before publishing them (0: it does not wait) */
 } ps_router_options;
 
 /**

@@ -67,6 +67,33 @@ PS_TEST(invalid_values_name_the_variable) {
   }
 }
 
+/* PUBLISH_LINGER_MS: unset, it follows PUBLISH_FORMAT (2 packed, 0 events); set, it is taken as it is. */
+PS_TEST(publish_linger_defaults_by_format_and_is_bounded) {
+  struct {
+    const char *format, *linger;
+    int rc, want;
+  } cases[] = {{NULL, NULL, 0, 0},       {"events", NULL, 0, 0}, {"packed", NULL, 0, 2}, {"packed", "", 0, 2},
+               {"packed", "0", 0, 0},    {"events", "7", 0, 7},  {"packed", "100", 0, 100},
+               {"packed", "101", PS_ECONFIG, 0}, {"events", "-1", PS_ECONFIG, 0}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    clear_env();
+    if (cases[i].format)
+      setenv("PUBLISH_FORMAT", cases[i].format, 1);
+    if (cases[i].linger)
+      setenv("PUBLISH_LINGER_MS", cases[i].linger, 1);
+    ps_config c;
+    char err[256] = "";
+    int rc = ps_config_load(&c, dir, err, sizeof err);
+    PS_CHECK_MSG(rc == cases[i].rc, "case %zu: rc %d (%s)", i, rc, err);
+    if (rc == 0)
+      PS_CHECK_MSG(c.publish_linger_ms == cases[i].want, "case %zu: linger %d, want %d", i, c.publish_linger_ms,
+                   cases[i].want);
+    else
+      PS_CHECK_MSG(strstr(err, "PUBLISH_LINGER_MS") != NULL, "case %zu: message '%s'", i, err);
+    ps_config_free(&c);
+  }
+}
+
 PS_TEST(sizes_take_suffixes) {
   clear_env();
   setenv("GRPC_MAX_RECV_BYTES", "4M", 1);
@@ -161,7 +188,8 @@ int main(int argc, char **argv) {
   if (!mkdtemp(dir))
     return 1;
   static const ps_test_case cases[] = {
-      PS_CASE(defaults), PS_CASE(invalid_values_name_the_variable), PS_CASE(sizes_take_suffixes),
+      PS_CASE(defaults), PS_CASE(invalid_values_name_the_variable),
+      PS_CASE(publish_linger_defaults_by_format_and_is_bounded), PS_CASE(sizes_take_suffixes),
       PS_CASE(dotenv_file_by_env_and_real_environment_wins), PS_CASE(dotenv_syntax),
       PS_CASE(reference_lists_every_setting), PS_CASE(print_redacts_secrets)};
   int rc = ps_test_main(argc, argv, cases, sizeof cases / sizeof cases[0]);

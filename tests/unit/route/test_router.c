@@ -952,6 +952,66 @@ ROUTER_TEST_LATE(packed_one_message_per_type_for_the_lot_one_line_per_header, wi
                "launch: %s", l.body);
 }
 
+/* ---------------------------------------------------------------- lingering: waiting for a short lot to fill */
+
+static ps_router_options with_linger(int merge_batches, int linger_ms) {
+  ps_router_options o = with_merge(merge_batches);
+  o.linger_ms = linger_ms;
+  return o;
+}
+
+/* The worker, started on an empty queue, pops the first batch alone; the second comes 30 ms later. */
+static void push_two_30ms_apart(fixture *fx) {
+  push_session(fx, "dev", "CL");
+  ps_test_sleep_ms(30);
+  push_session(fx, "dev", "LC");
+}
+
+ROUTER_TEST(a_short_lot_waits_for_the_batches_that_follow_it, with_linger(16, 400), 0) {
+  push_two_30ms_apart(fx);
+  WAIT_UNTIL(settled_count(fx) == 2, 3000);
+  PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 1000000000LL), 0);
+  check_settled_once_in_order(fx, 0);
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), 2); /* one message per type for both batches */
+  if (ps_test__failed_current)
+    return;
+  fake_rec c = fake_rec_at(fx->f, 0), l = fake_rec_at(fx->f, 1);
+  PS_CHECK_MSG(body_has_ids_in_order(c.body, "b0-e0 b1-e1"), "click message %s", c.body);
+  PS_CHECK_MSG(body_has_ids_in_order(l.body, "b0-e1 b1-e0"), "launch message %s", l.body);
+}
+
+/* The same without lingering: the first batch is published on its own, before the second comes. */
+ROUTER_TEST(without_lingering_a_short_lot_is_published_at_once, with_linger(16, 0), 0) {
+  push_two_30ms_apart(fx);
+  WAIT_UNTIL(settled_count(fx) == 2, 3000);
+  PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 1000000000LL), 0);
+  check_settled_once_in_order(fx, 0);
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), 4);
+}
+
+/* A lot that fills up is published then, however long the linger. */
+ROUTER_TEST(a_lot_that_fills_up_does_not_wait_out_the_linger, with_linger(2, 60000), 0) {
+  int64_t t0 = ps_now_ns();
+  push_two_30ms_apart(fx);
+  WAIT_UNTIL(settled_count(fx) == 2, 5000);
+  PS_CHECK_INT_EQ(settled_count(fx), 2);
+  PS_CHECK_MSG(ms_since(t0) < 5000, "settled after %" PRId64 " ms", ms_since(t0));
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), 2);
+  PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 1000000000LL), 0);
+}
+
+/* Stopping closes the queue, which ends a linger at once: the batch is published and settles. */
+ROUTER_TEST(stopping_ends_a_linger_and_publishes_the_short_lot, with_linger(16, 60000), 0) {
+  push_session(fx, "dev", "CL");
+  ps_test_sleep_ms(30);
+  PS_CHECK_INT_EQ(settled_count(fx), 0); /* lingering */
+  int64_t t0 = ps_now_ns();
+  PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 5000000000LL), 0);
+  PS_CHECK_MSG(ms_since(t0) < 5000, "stopped after %" PRId64 " ms", ms_since(t0));
+  check_settled_once_in_order(fx, 0);
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), 2);
+}
+
 PS_TEST(message_ids_are_instance_worker_and_number) {
   char id[64];
   ps_router_message_id(id, 0x0123456789abcdefULL, "12", 0);
@@ -1652,6 +1712,10 @@ PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(a_nacked_merged_message_is_sent_again_and_its_lot_settles_once),
              PS_CASE(a_lot_given_up_at_the_deadline_refuses_every_batch_of_it),
              PS_CASE(packed_one_message_per_type_for_the_lot_one_line_per_header),
+             PS_CASE(a_short_lot_waits_for_the_batches_that_follow_it),
+             PS_CASE(without_lingering_a_short_lot_is_published_at_once),
+             PS_CASE(a_lot_that_fills_up_does_not_wait_out_the_linger),
+             PS_CASE(stopping_ends_a_linger_and_publishes_the_short_lot),
              PS_CASE(in_a_lot_each_batch_dead_letters_its_own_events_without_a_type),
              PS_CASE(message_ids_are_instance_worker_and_number),
              PS_CASE(events_without_a_type_are_dead_lettered_as_one_message),
