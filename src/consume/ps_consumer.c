@@ -290,14 +290,20 @@ static void ps__dead_letter(ps__consumer *c, const ps_delivery *d, const char *r
   ps_dead_letter dl = {g->opt.dead_letter_exchange, g->opt.queue, reason, g->opt.queue,
                        g->opt.name ? g->opt.name : g->opt.queue, rk, d->message_id, d->content_type,
                        d->body, d->len};
-  if (ps_dead_letter_send(&c->dls, &dl, PS__DL_CONFIRM_MS) != 0 || ps_broker_ack(c->conn, d->tag, 0) != 0) {
+  if (ps_dead_letter_send(&c->dls, &dl, PS__DL_CONFIRM_MS) != 0) {
     ps_warn("consumer: cannot dead-letter a message; it will be redelivered", "queue", g->opt.queue);
     ps__drop_conn(c);
     return;
   }
+  /* Counted once the letter is confirmed, i.e. in its queue: what the metric says is there is. */
   ps_counter_add(metric, 1);
   ps_warn("consumer: message dead-lettered", "queue", g->opt.queue, "routing_key", rk, "message_id",
           d->message_id, "reason", reason);
+  if (ps_broker_ack(c->conn, d->tag, 0) != 0) {
+    ps_warn("consumer: ack failed after dead-lettering; the message will be redelivered and dead-lettered again",
+            "queue", g->opt.queue);
+    ps__drop_conn(c);
+  }
 }
 
 static void ps__handle(ps__consumer *c, const ps_delivery *d) {

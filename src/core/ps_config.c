@@ -68,7 +68,7 @@ static const ps_setting ps__settings[] = {
      "ClickHouse user (empty: the server's default user)."},
     {"CLICKHOUSE_PASSWORD", PS_SETTING_STRING, OFF(clickhouse_password), "", 0, 0, PS_SETTING_SECRET,
      "ClickHouse password."},
-    {"CLICKHOUSE_BATCH_ROWS", PS_SETTING_INT, OFF(clickhouse_batch_rows), "10000", 1, 10000000, 0,
+    {"CLICKHOUSE_BATCH_ROWS", PS_SETTING_INT, OFF(clickhouse_batch_rows), "50000", 1, 10000000, 0,
      "A consumer of grpc_clickhouse_event_q (built-in topology) inserts once it holds this many rows..."},
     {"CLICKHOUSE_FLUSH_MS", PS_SETTING_INT, OFF(clickhouse_flush_ms), "1000", 1, 3600000, 0,
      "...or once its oldest pending row is this old, whichever comes first."},

@@ -185,10 +185,11 @@ PS_TEST(default_reproduces_the_original_consumers) {
       PS_CHECK(cc->sink.engine != NULL);
     }
   }
-  /* The original's numbers: direct 10000 rows / 1 s; buffered 10000-row buffer, 100 rows / 5 min. */
+  /* Direct: CLICKHOUSE_BATCH_ROWS (50000) rows or CLICKHOUSE_FLUSH_MS (1 s), whichever comes first (the
+     original inserted once per message); buffered as the original: a 10000-row buffer, 100 rows / 5 min. */
   const ps_consumer_conf *g = find_consumer(&c, "grpc_clickhouse_event_q");
   PS_CHECK_INT_EQ(g->prefetch, 2000);
-  PS_CHECK_INT_EQ(g->sink.flush_rows, 10000);
+  PS_CHECK_INT_EQ(g->sink.flush_rows, 50000);
   PS_CHECK_INT_EQ(g->sink.flush_ms, 1000);
   PS_CHECK(g->sink.engine == NULL);
   const ps_consumer_conf *k = find_consumer(&c, "clickhouse_click_event_q");

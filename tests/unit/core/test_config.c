@@ -43,7 +43,7 @@ PS_TEST(defaults) {
   PS_CHECK_INT_EQ(c.consumers_per_queue, 2);
   PS_CHECK_STR_EQ(c.clickhouse_url, "http://127.0.0.1:8123");
   PS_CHECK_STR_EQ(c.clickhouse_db, "default");
-  PS_CHECK_INT_EQ(c.clickhouse_batch_rows, 10000);
+  PS_CHECK_INT_EQ(c.clickhouse_batch_rows, 50000);
   PS_CHECK_INT_EQ(c.clickhouse_flush_ms, 1000);
   PS_CHECK_INT_EQ(c.shutdown_timeout_ms, 30000);
   ps_config_free(&c);
