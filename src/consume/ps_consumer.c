@@ -487,7 +487,10 @@ static void *ps__consumer_main(void *arg) {
       }
       break;
     }
+    /* Flush at batch_rows, at flush_ms, or with the prefetch window full: the broker then sends nothing
+       more until we ack, and waiting for flush_ms would only stall the queue. */
     if (c->pending_msgs && (drained || ps_sink_pending(c->sink) >= (size_t)g->opt.batch_rows ||
+                            (g->opt.prefetch > 0 && c->pending_msgs >= (size_t)g->opt.prefetch) ||
                             ps_now_ns() - c->oldest_ns >= flush_ns)) {
       if (ps__flush(c) != 0)
         ps__drop_conn(c);

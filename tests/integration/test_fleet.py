@@ -309,6 +309,42 @@ consumers:
     assert f.ready(f.names["all"] + ".error") == 0 and f.ready(f.names["clicks"] + ".error") == 0
 
 
+def test_a_direct_sink_inserts_once_its_prefetch_window_is_full(penstock_proc, fleet, clickhouse):
+    """A consumer holding `prefetch` unacknowledged messages gets no more until it acks, so it inserts then,
+    however far flush_rows and flush_ms are: four one-event messages with prefetch 2, flush_rows 1000 and
+    flush_ms 10 minutes land in two inserts within seconds."""
+    f = fleet
+    f.queue("q"), f.table("rows")
+    p = f.start(penstock_proc, """\
+queues:
+  - {name: "%(q)s", dead_letter: true}
+bindings:
+  - {queue: "%(q)s", key: "#"}
+consumers:
+  - queue: "%(q)s"
+    count: 1
+    prefetch: 2
+    decoder: {type: events}
+    sink:
+      type: clickhouse
+      connection: test
+      table: %(rows)s
+      flush_rows: 1000
+      flush_ms: 600000
+""")
+    factory = pstest.EventFactory(f.tag, seed=3)
+    batches = factory.mixed_batches(per_type=1, batch_size=1)[:4]
+    for b, _ in batches:
+        assert p.dispatch(b).status == "SUCCESS"
+    ids = list(sent_events(batches))
+    assert len(ids) == 4
+    pstest.poll(lambda: landed(clickhouse, f.db, f.names["rows"], "event_id", ids), 30,
+                what="four events inserted with flush_ms 10 minutes")
+    inserts = p.metrics().total("penstock_inserts_total", queue=f.names["q"], result="ok")
+    assert inserts == 2, "%s inserts" % inserts
+    p.stop()
+
+
 def test_json_decoder_direct_clickhouse_maps_coerces_and_keeps_unknown(penstock_proc, fleet, clickhouse):
     """json decoder + direct ClickHouse sink: records another service publishes (objects, and arrays of them)
     land one row per object, with renamed and nested fields (`from`), defaults, coercions to each column's
