@@ -77,4 +77,7 @@ int ps_pb_check_wire_strings(const ProtobufCMessageDescriptor *desc, const uint8
 /** Returns 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int ps_utf8_valid(const char *s, size_t n);
 
+/** The offset of the first byte of s[0..n) that does not start a valid UTF-8 sequence, or n. */
+size_t ps_utf8_prefix(const char *s, size_t n);
+
 #endif

@@ -1118,64 +1118,40 @@ static void ps__scalar_end(ps__rd *r) {
     r->root_end = r->completing ? r->len : yajl_get_bytes_consumed(r->h);
 }
 
-static int ps__cb_null(void *ctx) {
-  ps__rd *r = ctx;
+/* A scalar value (kind, text s[0..n) or boolean b) where the parser stands. */
+static int ps__scalar(ps__rd *r, int kind, const char *s, size_t n, int b) {
   ps__scalar_end(r);
   if (!r->rc) {
-    ps__val v = {PS__J_NULL, NULL, 0, 0};
+    ps__val v = {kind, s, n, b};
     ps__value(r, &v);
   }
   return 1;
 }
 
-static int ps__cb_boolean(void *ctx, int b) {
-  ps__rd *r = ctx;
-  ps__scalar_end(r);
-  if (!r->rc) {
-    ps__val v = {PS__J_BOOL, NULL, 0, b};
-    ps__value(r, &v);
-  }
-  return 1;
-}
-
-static int ps__cb_number(void *ctx, const char *s, size_t n) {
-  ps__rd *r = ctx;
-  ps__scalar_end(r);
-  if (!r->rc) {
-    ps__val v = {PS__J_NUMBER, s, n, 0};
-    ps__value(r, &v);
-  }
-  return 1;
-}
-
+static int ps__cb_null(void *ctx) { return ps__scalar(ctx, PS__J_NULL, NULL, 0, 0); }
+static int ps__cb_boolean(void *ctx, int b) { return ps__scalar(ctx, PS__J_BOOL, NULL, 0, b); }
+static int ps__cb_number(void *ctx, const char *s, size_t n) { return ps__scalar(ctx, PS__J_NUMBER, s, n, 0); }
 static int ps__cb_string(void *ctx, const unsigned char *s, size_t n) {
-  ps__rd *r = ctx;
-  ps__scalar_end(r);
-  if (!r->rc) {
-    ps__val v = {PS__J_STRING, (const char *)s, n, 0};
-    ps__value(r, &v);
-  }
-  return 1;
+  return ps__scalar(ctx, PS__J_STRING, (const char *)s, n, 0);
 }
 
-static int ps__cb_start_map(void *ctx) {
-  ps__rd *r = ctx;
+/* An object or an array opens where the parser stands. */
+static int ps__open(ps__rd *r, int kind) {
   if (!r->rc) {
-    ps__val v = {PS__J_OBJECT, NULL, 0, 0};
+    ps__val v = {kind, NULL, 0, 0};
     ps__value(r, &v);
   }
   r->level++;
   return 1;
 }
 
-static int ps__cb_start_array(void *ctx) {
-  ps__rd *r = ctx;
-  if (!r->rc) {
-    ps__val v = {PS__J_ARRAY, NULL, 0, 0};
-    ps__value(r, &v);
-  }
-  r->level++;
-  return 1;
+static int ps__cb_start_map(void *ctx) { return ps__open(ctx, PS__J_OBJECT); }
+static int ps__cb_start_array(void *ctx) { return ps__open(ctx, PS__J_ARRAY); }
+
+/* An object or an array closes: the root's closing marks where the document ends. */
+static void ps__close(ps__rd *r) {
+  if (--r->level == 0 && r->root_end == SIZE_MAX)
+    r->root_end = yajl_get_bytes_consumed(r->h);
 }
 
 static int ps__cb_map_key(void *ctx, const unsigned char *key, size_t n) {
@@ -1192,8 +1168,7 @@ static int ps__cb_map_key(void *ctx, const unsigned char *key, size_t n) {
 
 static int ps__cb_end_map(void *ctx) {
   ps__rd *r = ctx;
-  if (--r->level == 0 && r->root_end == SIZE_MAX)
-    r->root_end = yajl_get_bytes_consumed(r->h);
+  ps__close(r);
   if (!r->rc) {
     ps__frame *t = &r->fr[r->nf - 1];
     if (t->kind == PS__MSG)
@@ -1208,8 +1183,7 @@ static int ps__cb_end_map(void *ctx) {
 
 static int ps__cb_end_array(void *ctx) {
   ps__rd *r = ctx;
-  if (--r->level == 0 && r->root_end == SIZE_MAX)
-    r->root_end = yajl_get_bytes_consumed(r->h);
+  ps__close(r);
   if (!r->rc)
     ps__pop(r);
   return 1;
@@ -1222,30 +1196,6 @@ static const yajl_callbacks ps__callbacks = {
 };
 
 /* ---- what yajl lets through ------------------------------------------------- */
-
-/* Offset of the first byte of s[0..n) that does not start a valid UTF-8 sequence, or n. */
-static size_t ps__utf8_prefix(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  for (;;) {
-    while (n - i >= 32 && ((ps_pbjson__load8(s + i) | ps_pbjson__load8(s + i + 8) |
-                            ps_pbjson__load8(s + i + 16) | ps_pbjson__load8(s + i + 24)) &
-                           PS_PBJSON__HIGHS) == 0)
-      i += 32;
-    size_t stop = n - i < 32 ? n : i + 32;
-    while (i < stop) {
-      if (s[i] < 0x80) {
-        i++;
-        continue;
-      }
-      size_t k = ps_pbjson__utf8_seq(s + i, n - i);
-      if (k == 0)
-        return i;
-      i += k;
-    }
-    if (i >= n)
-      return n;
-  }
-}
 
 /* Reads 4 hex digits at p (before end) into *cp; 0 if they are not there. */
 static int ps__hex4(const char *p, const char *end, unsigned *cp) {
@@ -1274,7 +1224,7 @@ static int ps__hex4(const char *p, const char *end, unsigned *cp) {
 static size_t ps__prescan(const char *json, size_t len, const char **why) {
   if (len == 0)
     return SIZE_MAX;
-  size_t bad = ps__utf8_prefix((const unsigned char *)json, len);
+  size_t bad = ps_utf8_prefix(json, len);
   if (bad < len) {
     *why = "invalid UTF-8";
     return bad;

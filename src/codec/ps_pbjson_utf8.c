@@ -7,7 +7,7 @@
  * request once, before it is queued, so that a bad string is refused to the
  * client that sent it (INVALID_ARGUMENT, with the field's path) instead of
  * failing later in a worker. Request text is mostly ASCII, so the scan skips
- * 16 bytes at a time while their top bits are clear.
+ * 32, then 8 bytes at a time while their top bits are clear.
  */
 #include <stdio.h>
 
@@ -15,25 +15,31 @@
 #include "codec/ps_pbjson_internal.h"
 #include "core/ps_error.h"
 
-int ps_utf8_valid(const char *str, size_t n) {
+size_t ps_utf8_prefix(const char *str, size_t n) {
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0;
   while (i < n) {
-    while (n - i >= 16 && ((ps_pbjson__load8(s + i) | ps_pbjson__load8(s + i + 8)) & PS_PBJSON__HIGHS) == 0)
-      i += 16;
-    if (n - i >= 8 && (ps_pbjson__load8(s + i) & PS_PBJSON__HIGHS) == 0) {
+    while (n - i >= 32 && ((ps_pbjson__load8(s + i) | ps_pbjson__load8(s + i + 8) | ps_pbjson__load8(s + i + 16) |
+                            ps_pbjson__load8(s + i + 24)) &
+                           PS_PBJSON__HIGHS) == 0)
+      i += 32;
+    while (n - i >= 8 && (ps_pbjson__load8(s + i) & PS_PBJSON__HIGHS) == 0)
       i += 8;
-      continue;
-    }
     if (i >= n)
       break;
+    if (s[i] < 0x80) {
+      i++;
+      continue;
+    }
     size_t k = ps_pbjson__utf8_seq(s + i, n - i);
     if (k == 0)
-      return 0;
+      return i;
     i += k;
   }
-  return 1;
+  return n;
 }
+
+int ps_utf8_valid(const char *s, size_t n) { return ps_utf8_prefix(s, n) == n; }
 
 /* Path elements deeper than this are written as "..." (the check goes on). */
 #define PS__PATH_MAX 32

@@ -234,6 +234,9 @@ static int ps__parse_int(const char *s, int bytes, long long *out) {
   return 0;
 }
 
+/* What an int setting without a fixed default holds until ps_config_load computes it (below any minimum). */
+#define PS__UNSET (-1)
+
 static long long ps__ncores(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? n : 1;
@@ -260,8 +263,10 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
     }
     long long x;
     if (!v || !*v) {
-      if (!s->def)
-        continue; /* computed below, from the machine or from other settings */
+      if (!s->def) {
+        *(int *)field = PS__UNSET; /* computed below, from the machine or from other settings */
+        continue;
+      }
       ps__parse_int(s->def, 1, &x);
     } else if (ps__parse_int(v, s->type == PS_SETTING_BYTES, &x) != 0) {
       return ps__fail(err, errlen, "%s=%s: not %s", s->name, v,
@@ -305,10 +310,11 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
     cfg->publish_packed = 1;
   else if (strcasecmp(cfg->publish_format, "events") != 0)
     return ps__fail(err, errlen, "PUBLISH_FORMAT=%s: expected events or packed", cfg->publish_format);
-  if (!cfg->worker_pool_size) /* unset (a value set is at least 1) */
-    cfg->worker_pool_size = (int)(ps__ncores() < 1024 ? ps__ncores() : 1024);
-  const char *linger = getenv("PUBLISH_LINGER_MS");
-  if (!linger || !*linger)
+  if (cfg->worker_pool_size == PS__UNSET) {
+    long long cores = ps__ncores();
+    cfg->worker_pool_size = (int)(cores < 1024 ? cores : 1024);
+  }
+  if (cfg->publish_linger_ms == PS__UNSET)
     cfg->publish_linger_ms = cfg->publish_packed ? 2 : 0;
   if (strcasecmp(cfg->ack_mode, "confirmed") == 0)
     cfg->ack_confirmed = 1;

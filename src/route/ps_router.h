@@ -49,7 +49,7 @@ typedef struct ps_router_options {
 
 /**
  * Writes the id of a published message, "<instance, 16 hex digits>-<who>-<n>"
- * (who: at most 22 bytes of it are used), into id (64 bytes at least).
+ * (who: at most 23 bytes of it are used), into id (64 bytes at least).
  */
 void ps_router_message_id(char *id, uint64_t instance, const char *who, uint64_t n);
 

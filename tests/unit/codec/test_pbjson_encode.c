@@ -164,12 +164,14 @@ static void msg_set_init(msg_set *c) {
 
 typedef struct {
   const msg_set *c;
+  pthread_barrier_t *start;
   int offset, bad;
 } worker;
 
 static void *worker_run(void *arg) {
   worker *w = arg;
   ps_buf b = PS_BUF_INIT;
+  pthread_barrier_wait(w->start); /* every thread meets the first message types together */
   for (int i = 0; i < 3000 && !w->bad; i++) {
     size_t k = (size_t)(i + w->offset) % w->c->n;
     ps_buf_reset(&b);
@@ -191,12 +193,16 @@ PS_TEST(names_tables_shared_by_threads) {
   enum { T = 8 };
   pthread_t th[T];
   worker w[T];
+  pthread_barrier_t start;
+  pthread_barrier_init(&start, NULL, T);
   for (int i = 0; i < T; i++) {
-    w[i] = (worker){&c, i % 3, 0};
-    PS_CHECK(pthread_create(&th[i], NULL, worker_run, &w[i]) == 0);
+    w[i] = (worker){&c, &start, i % 3, 0};
+    if (pthread_create(&th[i], NULL, worker_run, &w[i]) != 0)
+      abort(); /* the others would wait at the barrier for ever */
   }
   for (int i = 0; i < T; i++)
     pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&start);
   for (int i = 0; i < T; i++)
     PS_CHECK_MSG(!w[i].bad, "thread %d: message %d came out wrong", i, w[i].bad - 1);
 }

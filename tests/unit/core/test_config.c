@@ -46,6 +46,9 @@ PS_TEST(defaults) {
   PS_CHECK_INT_EQ(c.clickhouse_batch_rows, 50000);
   PS_CHECK_INT_EQ(c.clickhouse_flush_ms, 1000);
   PS_CHECK_INT_EQ(c.shutdown_timeout_ms, 30000);
+  PS_CHECK_INT_EQ(c.publish_merge_batches, 16);
+  PS_CHECK_STR_EQ(c.publish_format, "events");
+  PS_CHECK_INT_EQ(c.publish_packed, 0);
   ps_config_free(&c);
 }
 
@@ -54,7 +57,8 @@ PS_TEST(invalid_values_name_the_variable) {
     const char *name, *value;
   } bad[] = {{"PORT", "abc"},          {"PORT", "70000"},        {"EVENT_WORKER_POOL_SIZE", "0"},
              {"GRPC_MAX_RECV_BYTES", "10X"}, {"DISPATCH_TIMEOUT_MS", "-1"}, {"RABBITMQ_URL", "http://x"},
-             {"CLICKHOUSE_URL", "tcp://x"},  {"LOG_LEVEL", "loud"},   {"CLICKHOUSE_DB_NAME", "a;drop"}};
+             {"CLICKHOUSE_URL", "tcp://x"},  {"LOG_LEVEL", "loud"},   {"CLICKHOUSE_DB_NAME", "a;drop"},
+             {"PUBLISH_FORMAT", "ndjson"},   {"PUBLISH_MERGE_BATCHES", "0"}, {"PUBLISH_MERGE_BATCHES", "65"}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     clear_env();
     setenv(bad[i].name, bad[i].value, 1);

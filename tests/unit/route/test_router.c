@@ -922,11 +922,13 @@ ROUTER_TEST_LATE(a_lot_given_up_at_the_deadline_refuses_every_batch_of_it, with_
   }
 }
 
-static ps_router_options with_packed(void) {
-  ps_router_options o = with_merge(16);
+static ps_router_options with_packed_lot(int merge_batches) {
+  ps_router_options o = with_merge(merge_batches);
   o.packed = 1;
   return o;
 }
+
+static ps_router_options with_packed(void) { return with_packed_lot(16); }
 
 ROUTER_TEST_LATE(packed_one_message_per_type_for_the_lot_one_line_per_header, with_packed(), 0) {
   push_a_b_a(fx);
@@ -952,6 +954,42 @@ ROUTER_TEST_LATE(packed_one_message_per_type_for_the_lot_one_line_per_header, wi
                "launch: %s", l.body);
 }
 
+/* Whether body has n lines, each one Events of 50 events. */
+static int lines_of_50(const char *body, int n) {
+  int lines = 0;
+  for (const char *p = body; *p; lines++) {
+    const char *nl = strchr(p, '\n');
+    if (!nl)
+      return 0;
+    int ids = 0;
+    for (const char *q = strstr(p, "\"id\":"); q && q < nl; q = strstr(q + 1, "\"id\":"))
+      ids++;
+    if (ids != 50)
+      return 0;
+    p = nl + 1;
+  }
+  return lines == n;
+}
+
+/* Packed: a message takes whole header lines up to 1000 events; the next line starts a new message. */
+ROUTER_TEST_LATE(packed_messages_take_whole_lines_up_to_1000_events, with_packed_lot(64), 0) {
+  char fifty[51], session[16];
+  memset(fifty, 'C', 50);
+  fifty[50] = '\0';
+  for (int i = 0; i < 25; i++) { /* 25 headers of 50 clicks: 20 lines (1,000 events), then 5 */
+    snprintf(session, sizeof session, "s%d", i);
+    push_session(fx, session, fifty);
+  }
+  run_queued(fx, 3000, 2);
+  if (ps_test__failed_current)
+    return;
+  fake_rec m0 = fake_rec_at(fx->f, 0), m1 = fake_rec_at(fx->f, 1);
+  PS_CHECK_MSG(lines_of_50(m0.body, 20), "first message: %.200s", m0.body);
+  PS_CHECK_MSG(lines_of_50(m1.body, 5), "second message: %.200s", m1.body);
+  PS_CHECK(strstr(m0.body, "\"b19-e49\"") && !strstr(m0.body, "\"b20-e0\""));
+  PS_CHECK(strstr(m1.body, "\"b20-e0\"") && strstr(m1.body, "\"b24-e49\""));
+}
+
 /* ---------------------------------------------------------------- lingering: waiting for a short lot to fill */
 
 static ps_router_options with_linger(int merge_batches, int linger_ms) {
@@ -960,16 +998,21 @@ static ps_router_options with_linger(int merge_batches, int linger_ms) {
   return o;
 }
 
-/* The worker, started on an empty queue, pops the first batch alone; the second comes 30 ms later. */
-static void push_two_30ms_apart(fixture *fx) {
-  push_session(fx, "dev", "CL");
-  ps_test_sleep_ms(30);
-  push_session(fx, "dev", "LC");
+/* Queues a batch of session "dev" and waits until the worker took it from the queue (the queue's only taker). */
+static void push_taken(fixture *fx, const char *types) {
+  push_session(fx, "dev", types);
+  WAIT_UNTIL(ps_queue_len(fx->q) == 0, 2000);
+  PS_CHECK_INT_EQ(ps_queue_len(fx->q), 0);
 }
 
-ROUTER_TEST(a_short_lot_waits_for_the_batches_that_follow_it, with_linger(16, 400), 0) {
-  push_two_30ms_apart(fx);
-  WAIT_UNTIL(settled_count(fx) == 2, 3000);
+/* Lots of 2 and a linger of a minute: the worker holds the first batch until the second fills its lot. */
+ROUTER_TEST(a_short_lot_waits_for_the_batch_that_fills_it, with_linger(2, 60000), 0) {
+  push_taken(fx, "CL");
+  ps_test_sleep_ms(20);
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), 0); /* lingering */
+  push_session(fx, "dev", "LC");
+  WAIT_UNTIL(settled_count(fx) == 2, 2000); /* the full lot goes at once, not after the minute */
+  PS_CHECK_INT_EQ(settled_count(fx), 2);
   PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 1000000000LL), 0);
   check_settled_once_in_order(fx, 0);
   PS_CHECK_INT_EQ(fake_nrecs(fx->f), 2); /* one message per type for both batches */
@@ -980,34 +1023,36 @@ ROUTER_TEST(a_short_lot_waits_for_the_batches_that_follow_it, with_linger(16, 40
   PS_CHECK_MSG(body_has_ids_in_order(l.body, "b0-e1 b1-e0"), "launch message %s", l.body);
 }
 
-/* The same without lingering: the first batch is published on its own, before the second comes. */
-ROUTER_TEST(without_lingering_a_short_lot_is_published_at_once, with_linger(16, 0), 0) {
-  push_two_30ms_apart(fx);
-  WAIT_UNTIL(settled_count(fx) == 2, 3000);
+/* The same without lingering: the first batch is published on its own before the second comes. */
+ROUTER_TEST(without_lingering_a_short_lot_is_published_at_once, with_linger(2, 0), 0) {
+  push_taken(fx, "CL");
+  WAIT_UNTIL(fake_nrecs(fx->f) == 2, 2000);
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), 2);
+  push_session(fx, "dev", "LC");
+  WAIT_UNTIL(settled_count(fx) == 2, 2000);
   PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 1000000000LL), 0);
   check_settled_once_in_order(fx, 0);
   PS_CHECK_INT_EQ(fake_nrecs(fx->f), 4);
 }
 
-/* A lot that fills up is published then, however long the linger. */
-ROUTER_TEST(a_lot_that_fills_up_does_not_wait_out_the_linger, with_linger(2, 60000), 0) {
-  int64_t t0 = ps_now_ns();
-  push_two_30ms_apart(fx);
-  WAIT_UNTIL(settled_count(fx) == 2, 5000);
-  PS_CHECK_INT_EQ(settled_count(fx), 2);
-  PS_CHECK_MSG(ms_since(t0) < 5000, "settled after %" PRId64 " ms", ms_since(t0));
+/* A lot that does not fill is published when the linger ends. */
+ROUTER_TEST(a_short_lot_is_published_when_the_linger_ends, with_linger(16, 300), 0) {
+  push_taken(fx, "CL");
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), 0); /* lingering */
+  WAIT_UNTIL(settled_count(fx) == 1, 3000);
+  PS_CHECK_INT_EQ(settled_count(fx), 1);
   PS_CHECK_INT_EQ(fake_nrecs(fx->f), 2);
   PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 1000000000LL), 0);
+  check_settled_once_in_order(fx, 0);
 }
 
 /* Stopping closes the queue, which ends a linger at once: the batch is published and settles. */
 ROUTER_TEST(stopping_ends_a_linger_and_publishes_the_short_lot, with_linger(16, 60000), 0) {
-  push_session(fx, "dev", "CL");
-  ps_test_sleep_ms(30);
-  PS_CHECK_INT_EQ(settled_count(fx), 0); /* lingering */
+  push_taken(fx, "CL");
+  PS_CHECK_INT_EQ(fake_nrecs(fx->f), 0); /* lingering */
   int64_t t0 = ps_now_ns();
   PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 5000000000LL), 0);
-  PS_CHECK_MSG(ms_since(t0) < 5000, "stopped after %" PRId64 " ms", ms_since(t0));
+  PS_CHECK_MSG(ms_since(t0) < 1000, "stopped after %" PRId64 " ms", ms_since(t0));
   check_settled_once_in_order(fx, 0);
   PS_CHECK_INT_EQ(fake_nrecs(fx->f), 2);
 }
@@ -1020,6 +1065,8 @@ PS_TEST(message_ids_are_instance_worker_and_number) {
   PS_CHECK_STR_EQ(id, "0000000000000000-o-18446744073709551615");
   ps_router_message_id(id, UINT64_MAX, "3", 1000);
   PS_CHECK_STR_EQ(id, "ffffffffffffffff-3-1000");
+  ps_router_message_id(id, 1, "abcdefghijklmnopqrstuvwxyz", UINT64_MAX); /* who cut to 23 bytes; fits 64 */
+  PS_CHECK_STR_EQ(id, "0000000000000001-abcdefghijklmnopqrstuvw-18446744073709551615");
 }
 
 ROUTER_TEST_LATE(in_a_lot_each_batch_dead_letters_its_own_events_without_a_type, with_merge(16), 0) {
@@ -1712,9 +1759,10 @@ PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(a_nacked_merged_message_is_sent_again_and_its_lot_settles_once),
              PS_CASE(a_lot_given_up_at_the_deadline_refuses_every_batch_of_it),
              PS_CASE(packed_one_message_per_type_for_the_lot_one_line_per_header),
-             PS_CASE(a_short_lot_waits_for_the_batches_that_follow_it),
+             PS_CASE(packed_messages_take_whole_lines_up_to_1000_events),
+             PS_CASE(a_short_lot_waits_for_the_batch_that_fills_it),
              PS_CASE(without_lingering_a_short_lot_is_published_at_once),
-             PS_CASE(a_lot_that_fills_up_does_not_wait_out_the_linger),
+             PS_CASE(a_short_lot_is_published_when_the_linger_ends),
              PS_CASE(stopping_ends_a_linger_and_publishes_the_short_lot),
              PS_CASE(in_a_lot_each_batch_dead_letters_its_own_events_without_a_type),
              PS_CASE(message_ids_are_instance_worker_and_number),
