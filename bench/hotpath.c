@@ -68,10 +68,13 @@ static const struct {
                 {"ClickEvent", 25}, {"AddToCartEvent", 10},  {"CompletePurchaseEvent", 5}};
 #define HOT_NMIX (sizeof hot__mix / sizeof hot__mix[0])
 
-/* One message the router publishes for a batch: one event type's group, as proto3 JSON. */
+/* One message the router publishes for a batch: one event type's group, as proto3 JSON (and as the
+   PUBLISH_FORMAT=protobuf body: that group as one length-delimited binary Events). */
 typedef struct {
   char *body;
   size_t len;
+  char *pb;
+  size_t pb_len;
   const char *type_name;
   char id[64];
   uint32_t events;
@@ -370,21 +373,25 @@ static size_t hot_validate(hot_batch *b) {
   return typed;
 }
 
-/* The router's encode (ps__lot_messages, a lot of one batch): group by type, proto3 JSON of each group into one reused buffer.
- */
-static size_t hot_encode(hot_batch *b) {
+/* The router's encode (ps__lot_messages, a lot of one batch): group by type, then each type's group into one
+   reused buffer: proto3 JSON, or (pb) one length-delimited binary Events as PUBLISH_FORMAT=protobuf writes it. */
+static size_t hot__encode(hot_batch *b, int pb) {
   size_t ng = ps_events_group(b->msg, H.groups, H.scratch), n = 0;
   for (size_t g = 0; g < ng; g++) {
     Event__Events part = *b->msg;
     part.n_events = H.groups[g].n;
     part.events = H.groups[g].events;
     ps_buf_reset(&H.body);
-    if (ps_pbjson_encode(&H.body, &part.base) != 0)
+    if (pb)
+      ps_events_put_delimited(&H.body, &part);
+    else if (ps_pbjson_encode(&H.body, &part.base) != 0)
       hot__die("encode failed", H.groups[g].type_name);
     n += H.groups[g].n;
   }
   return n;
 }
+static size_t hot_encode(hot_batch *b) { return hot__encode(b, 0); }
+static size_t hot_encode_pb(hot_batch *b) { return hot__encode(b, 1); }
 
 /*
  * The router's publish of a batch's messages (ps__send, then ps__pump): a
@@ -439,17 +446,25 @@ static ps_delivery hot__delivery(const hot_batch *b, const hot_msg *hm) {
                        .len = hm->len};
 }
 
-/* The consumer's decode of each delivered message (the `events` decoder) into rows, handed to the sink. */
-static size_t hot_consume(hot_batch *b) {
+/* The consumer's decode of each delivered message (the `events` decoder) into rows, handed to the sink: the JSON
+   messages, or (pb) those of PUBLISH_FORMAT=protobuf (PS_CONTENT_TYPE_PACKED_PB). */
+static size_t hot__consume(hot_batch *b, int pb) {
   char err[512];
   size_t before = H.counted_rows;
   for (size_t k = 0; k < b->nmsgs; k++) {
     ps_delivery d = hot__delivery(b, &b->msgs[k]);
+    if (pb) {
+      d.content_type = PS_CONTENT_TYPE_PACKED_PB;
+      d.body = b->msgs[k].pb;
+      d.len = b->msgs[k].pb_len;
+    }
     if (ps_decoder_decode(H.dec, &d, &H.count_sink, err, sizeof err) < 0)
       hot__die("consume", err);
   }
   return H.counted_rows - before;
 }
+static size_t hot_consume(hot_batch *b) { return hot__consume(b, 0); }
+static size_t hot_consume_pb(hot_batch *b) { return hot__consume(b, 1); }
 
 /* The ClickHouse sink's write of each row (TSV into the insert body), then a discard where a flush would
  * POST. */
@@ -502,6 +517,8 @@ HOT_RUN(validate)
 HOT_RUN(encode)
 HOT_RUN(publish)
 HOT_RUN(consume)
+HOT_RUN(encode_pb)
+HOT_RUN(consume_pb)
 HOT_RUN(insert)
 HOT_RUN(buffered)
 
@@ -526,6 +543,12 @@ static const hot_stage hot__stages[] = {
     {"consume", hotpath_run_consume,
      "the events decoder per message: ps_pbjson_decode, payloads re-encoded, ps_time_parse; rows to the "
      "sink"},
+    {"encode_pb", hotpath_run_encode_pb,
+     "PUBLISH_FORMAT=protobuf instead of encode: ps_events_group, each type's group packed as one "
+     "length-delimited binary Events"},
+    {"consume_pb", hotpath_run_consume_pb,
+     "PUBLISH_FORMAT=protobuf instead of consume: the events decoder per message: ps_pb_check_wire_strings, "
+     "protobuf-c unpack into an arena, payloads encoded as JSON, ps_time_parse; rows to the sink"},
     {"insert", hotpath_run_insert,
      "ClickHouse sink write per row (TSV escape into the insert body); discard instead of the POST"},
     {"buffered", hotpath_run_buffered,
@@ -621,6 +644,29 @@ static void hot__make_pool(size_t npool) {
       if (nr != (int)hm->events)
         hot__die("a demo group does not decode back", err);
       hm->nrows = (size_t)nr;
+      ps_buf pb = PS_BUF_INIT;
+      ps_events_put_delimited(&pb, &part);
+      hm->pb = pb.data;
+      hm->pb_len = pb.len;
+      /* The binary message must give the same rows as the JSON one. */
+      ps_rows again = ps_rows_make(&ps_events_table);
+      hot_capture cap2 = {{&hot__capture_ops, &ps_events_table}, &again};
+      dl.content_type = PS_CONTENT_TYPE_PACKED_PB;
+      dl.body = hm->pb;
+      dl.len = hm->pb_len;
+      if (ps_decoder_decode(H.dec, &dl, &cap2.base, err, sizeof err) != nr)
+        hot__die("a demo group does not decode back from protobuf", err);
+      for (size_t r = 0; r < (size_t)nr; r++) {
+        ps_value x[PS_EV_NCOLS], y[PS_EV_NCOLS];
+        ps_rows_get(&b->rows, hm->first_row + r, x);
+        ps_rows_get(&again, r, y);
+        for (size_t c = 0; c < PS_EV_NCOLS; c++)
+          if (ps_events_table.cols[c].type == PS_COL_STRING
+                  ? x[c].len != y[c].len || (x[c].len && memcmp(x[c].s, y[c].s, x[c].len) != 0)
+                  : x[c].i != y[c].i)
+            hot__die("protobuf and JSON messages give different rows", ps_events_table.cols[c].name);
+      }
+      ps_rows_free(&again);
     }
     b->vals = malloc((b->rows.n ? b->rows.n : 1) * PS_EV_NCOLS * sizeof *b->vals);
     if (!b->vals)
@@ -635,8 +681,10 @@ static void hot__make_pool(size_t npool) {
 static void hot__free_pool(void) {
   for (size_t i = 0; i < H.npool; i++) {
     hot_batch *b = &H.pool[i];
-    for (size_t g = 0; g < b->nmsgs; g++)
+    for (size_t g = 0; g < b->nmsgs; g++) {
       free(b->msgs[g].body);
+      free(b->msgs[g].pb);
+    }
     free(b->msgs);
     free(b->vals);
     ps_rows_free(&b->rows);

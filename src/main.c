@@ -218,7 +218,8 @@ static int ps__serve(void) {
   ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);
   ps_router_options ro = {cfg.worker_pool_size, tc.event_exchange,   tc.dead_letter_exchange, PS_SKIPPED_QUEUE,
                           cfg.publish_window,    cfg.publish_confirm_timeout_ms, spool,
-                          cfg.publish_merge_batches, cfg.publish_packed, cfg.publish_linger_ms};
+                          cfg.publish_merge_batches, cfg.publish_packed, cfg.publish_linger_ms,
+                          cfg.publish_protobuf};
   ps_router *router = ps_router_start(&ro, q, broker);
   ps_replay_options rpo = {broker, spool, cfg.publish_window, cfg.publish_confirm_timeout_ms,
                            tc.dead_letter_exchange, PS_SKIPPED_QUEUE};

@@ -149,3 +149,17 @@ size_t ps_events_group(const Event__Events *msg, ps_event_group *groups,
   }
   return ng;
 }
+
+void ps_events_put_delimited(ps_buf *out, const Event__Events *msg) {
+  size_t len = event__events__get_packed_size(msg);
+  ps_buf_reserve(out, len + 10);
+  uint8_t *p = (uint8_t *)out->data + out->len;
+  size_t k = 0;
+  for (size_t v = len; v >= 0x80; v >>= 7)
+    p[k++] = (uint8_t)(v | 0x80);
+  p[k] = (uint8_t)(len >> (7 * k));
+  k++;
+  event__events__pack(msg, p + k);
+  out->len += k + len;
+  out->data[out->len] = '\0';
+}

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "core/ps_arena.h"
+#include "core/ps_buf.h"
 #include "eventservice.pb-c.h"
 
 /** Returns the payload of ev's oneof, or NULL if none is set (or a field number this build does not know). */
@@ -47,6 +48,13 @@ const char *ps_event_type_at(size_t i);
  * newline in it); penstock's events decoder reads it.
  */
 #define PS_CONTENT_TYPE_PACKED "application/x-ndjson"
+
+/*
+ * Content type of a packed binary message (PUBLISH_FORMAT=protobuf): several
+ * binary Events back to back, each preceded by its length as a base-128
+ * varint (protobuf's "delimited" framing); penstock's events decoder reads it.
+ */
+#define PS_CONTENT_TYPE_PACKED_PB "application/x-protobuf-delimited"
 
 typedef struct ps_batch {
   ps_arena *arena;          /* owns msg and everything below it */
@@ -87,5 +95,11 @@ typedef struct ps_event_group {
  */
 size_t ps_events_group(const Event__Events *msg, ps_event_group *groups,
                        Event__Event **scratch);
+
+/**
+ * Appends msg to out as binary protobuf preceded by its length as a varint:
+ * one Events of a PS_CONTENT_TYPE_PACKED_PB message.
+ */
+void ps_events_put_delimited(ps_buf *out, const Event__Events *msg);
 
 #endif

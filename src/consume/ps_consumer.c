@@ -551,7 +551,7 @@ ps_consumer_group *ps_consumers_start(const ps_consumer_options *opt, ps_broker 
   if (opt->buffered) {
     ps_sinker_options so = {opt->queue,       opt->count,     opt->buffer_rows, opt->batch_rows, opt->flush_ms,
                             g->m_rows,        g->m_ins_ok,    g->m_ins_retry,   g->m_ins_drop,   g->m_ins_seconds,
-                            g->m_ins_rows};
+                            g->m_ins_rows,    opt->prefetch};
     g->sinker = ps_sinker_start(&so, factory->sink(factory->ud));
   }
   g->consumers = calloc((size_t)(opt->count > 0 ? opt->count : 1), sizeof *g->consumers);

@@ -3,7 +3,11 @@
  *
  * A message is one Events (application/json, as the workers publish it by
  * default) or, packed (PS_CONTENT_TYPE_PACKED, PUBLISH_FORMAT=packed), one
- * Events per line; every line is parsed before any row is written.
+ * Events per line, or, packed binary (PS_CONTENT_TYPE_PACKED_PB,
+ * PUBLISH_FORMAT=protobuf), binary Events each preceded by its length; every
+ * Events of a message is parsed before any row is written. Binary Events are
+ * checked as dispatch checks a request (strings valid UTF-8 without NUL) and
+ * unpacked by protobuf-c.
  *
  * The body is parsed into a protobuf-c Events (in an arena reused across
  * messages), which validates it against the contract; each event's payload is
@@ -38,6 +42,17 @@ static int ps__packed(const ps_delivery *d) {
   return d->content_type && strcmp(d->content_type, PS_CONTENT_TYPE_PACKED) == 0;
 }
 
+/* Adds m to dec->docs. */
+static void ps__add_doc(ps__events_decoder *dec, ProtobufCMessage *m) {
+  if (dec->ndocs == dec->capdocs) {
+    dec->capdocs = dec->capdocs ? 2 * dec->capdocs : 8;
+    dec->docs = realloc(dec->docs, dec->capdocs * sizeof *dec->docs);
+    if (!dec->docs)
+      abort();
+  }
+  dec->docs[dec->ndocs++] = (Event__Events *)m;
+}
+
 /* Parses one Events, json[0..n), into dec->docs; line > 0 names its line of a packed message in err. */
 static int ps__parse_one(ps__events_decoder *dec, const char *json, size_t n, size_t line,
                          ProtobufCAllocator *alloc, char *err, size_t errlen) {
@@ -50,20 +65,55 @@ static int ps__parse_one(ps__events_decoder *dec, const char *json, size_t n, si
       snprintf(err, errlen, "%s", why);
     return PS_EINVAL;
   }
-  if (dec->ndocs == dec->capdocs) {
-    dec->capdocs = dec->capdocs ? 2 * dec->capdocs : 8;
-    dec->docs = realloc(dec->docs, dec->capdocs * sizeof *dec->docs);
-    if (!dec->docs)
-      abort();
-  }
-  dec->docs[dec->ndocs++] = (Event__Events *)m;
+  ps__add_doc(dec, m);
   return 0;
 }
 
-/* Parses the Events of d (one, or one per non-empty line of a packed message) into dec->docs, in arena. */
+/* Parses the length-delimited binary Events of a PS_CONTENT_TYPE_PACKED_PB message into dec->docs. */
+static int ps__parse_pb(ps__events_decoder *dec, const uint8_t *p, size_t n, ProtobufCAllocator *alloc, char *err,
+                        size_t errlen) {
+  size_t off = 0;
+  for (size_t k = 1; off < n; k++) {
+    uint64_t len = 0;
+    int shift = 0;
+    for (;;) {
+      if (off == n || shift > 56) {
+        snprintf(err, errlen, "Events %zu: truncated or overlong length at byte %zu", k, off);
+        return PS_EINVAL;
+      }
+      uint8_t b = p[off++];
+      len |= (uint64_t)(b & 0x7f) << shift;
+      shift += 7;
+      if (!(b & 0x80))
+        break;
+    }
+    if (len > n - off) {
+      snprintf(err, errlen, "Events %zu: %llu bytes announced, %zu left", k, (unsigned long long)len, n - off);
+      return PS_EINVAL;
+    }
+    char why[256];
+    if (ps_pb_check_wire_strings(&event__events__descriptor, p + off, (size_t)len, why, sizeof why) != 0) {
+      snprintf(err, errlen, "Events %zu: %s", k, why);
+      return PS_EINVAL;
+    }
+    ProtobufCMessage *m = protobuf_c_message_unpack(&event__events__descriptor, alloc, (size_t)len, p + off);
+    if (!m) {
+      snprintf(err, errlen, "Events %zu: not a valid binary Events", k);
+      return PS_EINVAL;
+    }
+    ps__add_doc(dec, m);
+    off += (size_t)len;
+  }
+  return 0;
+}
+
+/* Parses the Events of d (one, one per non-empty line of a packed message, or the delimited Events of a packed
+   binary one) into dec->docs, in arena. */
 static int ps__parse(ps__events_decoder *dec, const ps_delivery *d, ProtobufCAllocator *alloc, char *err,
                      size_t errlen) {
   dec->ndocs = 0;
+  if (d->content_type && strcmp(d->content_type, PS_CONTENT_TYPE_PACKED_PB) == 0)
+    return ps__parse_pb(dec, (const uint8_t *)d->body, d->len, alloc, err, errlen);
   if (!ps__packed(d))
     return ps__parse_one(dec, d->body, d->len, 0, alloc, err, errlen);
   const char *p = d->body, *end = d->body + d->len;

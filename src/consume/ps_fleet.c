@@ -187,15 +187,6 @@ int ps_fleet_start(const ps_fleet_options *opt, ps_fleet **out, char *err, size_
         .buffered = !http && c->sink.buffered,
         .buffer_rows = c->sink.buffer_rows,
     };
-    if (co.buffered && (long long)co.count * co.prefetch < co.batch_rows) {
-      /* Deliveries are acknowledged after their insert, so the buffer never holds more rows than the
-         consumers hold messages (times rows per message): flush_rows may wait for flush_ms instead. */
-      char held[32], rows[32];
-      snprintf(held, sizeof held, "%lld", (long long)co.count * co.prefetch);
-      snprintf(rows, sizeof rows, "%d", co.batch_rows);
-      ps_warn("buffered sink: count x prefetch is below flush_rows; unless messages hold several rows each, "
-              "inserts will wait for flush_ms", "consumer", c->name, "count_x_prefetch", held, "flush_rows", rows);
-    }
     ps_consumer_factory cf = {ps__make_decoder, ps__make_sink, u};
     u->group = ps_consumers_start(&co, opt->broker, &cf);
     char count[16];

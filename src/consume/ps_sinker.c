@@ -71,6 +71,7 @@ typedef struct ps__inbox {
   ps_sinker_done *d;
   size_t n, cap;
   uint64_t gen; /* the consumer's current generation, as of its last push */
+  size_t held;  /* its messages in the buffer (not in the insert under way) */
 } ps__inbox;
 
 struct ps_sinker {
@@ -83,6 +84,7 @@ struct ps_sinker {
   ps__batch buf;        /* under mu */
   ps__inbox *inbox;     /* under mu, one per consumer */
   int hurry, quit;      /* under mu */
+  int window_full;      /* under mu: a consumer holds window messages in the buffer */
   int opened;           /* the sinker thread's: the sink's table is known to exist */
   _Atomic int64_t deadline_ns;
   _Atomic int stop_retrying;
@@ -252,12 +254,15 @@ static void *ps__sinker_main(void *arg) {
   pthread_mutex_lock(&s->mu);
   for (;;) {
     ps__batch *b = &s->buf;
-    int due = b->ne && (s->hurry || b->rows.n >= (size_t)s->opt.flush_rows ||
+    int due = b->ne && (s->hurry || s->window_full || b->rows.n >= (size_t)s->opt.flush_rows ||
                         ps_now_ns() - b->oldest_ns >= flush_ns);
     if (due) {
       ps__batch t = *b; /* swap: the consumers fill an empty buffer while this one is inserted */
       *b = mine;
       mine = t;
+      s->window_full = 0;
+      for (int i = 0; i < (s->opt.consumers > 0 ? s->opt.consumers : 1); i++)
+        s->inbox[i].held = 0;
       ps_counter_add(s->m_buffered, -(int64_t)mine.rows.n);
       pthread_cond_broadcast(&s->room);
       pthread_mutex_unlock(&s->mu);
@@ -338,7 +343,9 @@ int ps_sinker_push(ps_sinker *s, int consumer, uint64_t gen, uint64_t tag, ps_si
   if (!s->buf.oldest_ns)
     s->buf.oldest_ns = ps_now_ns();
   ps_counter_add(s->m_buffered, (int64_t)r->n);
-  if (s->buf.rows.n >= (size_t)s->opt.flush_rows || s->hurry)
+  if (s->opt.window > 0 && ++s->inbox[consumer].held >= (size_t)s->opt.window)
+    s->window_full = 1;
+  if (s->buf.rows.n >= (size_t)s->opt.flush_rows || s->hurry || s->window_full)
     pthread_cond_signal(&s->work);
   pthread_mutex_unlock(&s->mu);
   ps_rows_clear(r);
@@ -362,6 +369,7 @@ void ps_sinker_reset(ps_sinker *s, int consumer, uint64_t gen) {
   pthread_mutex_lock(&s->mu);
   s->inbox[consumer].gen = gen;
   s->inbox[consumer].n = 0;
+  s->inbox[consumer].held = 0; /* a new connection: its window starts empty */
   pthread_mutex_unlock(&s->mu);
 }
 

@@ -6,7 +6,8 @@
  * minutes, and acknowledged each message as soon as it was pushed: a crash
  * lost the buffer. Here the consumers of a queue push each message's rows into
  * one bounded buffer (capacity rows), a sinker thread owning the group's one
- * sink inserts them at flush_rows rows or when the oldest row is flush_ms old
+ * sink inserts them at flush_rows rows, when the oldest row is flush_ms old, or
+ * when one consumer's prefetch window (window messages) is all in the buffer
  * (at once while stopping), and tells each consumer which of its messages are
  * stored or refused; the consumer, on its own thread and connection,
  * acknowledges the stored ones and dead-letters the refused ones. A message
@@ -46,6 +47,9 @@ typedef struct ps_sinker_options {
   /* Metrics the sinker bumps (may be NULL): the group's series. */
   ps_counter *m_rows, *m_ins_ok, *m_ins_retry, *m_ins_drop;
   ps_histogram *m_ins_seconds, *m_ins_rows;
+  /* The consumers' prefetch: with that many of one consumer's messages in the buffer, the broker sends it
+     nothing more until they are acknowledged, so the sinker inserts at once. 0: no such rule. */
+  int window;
 } ps_sinker_options;
 
 /** What became of one pushed message. */

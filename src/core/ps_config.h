@@ -27,7 +27,8 @@ typedef struct ps_config {
   char *ack_mode;          /* ACK_MODE: confirmed, enqueued */
   int ack_confirmed;       /* resolved from ack_mode (not a setting) */
   char *publish_format;    /* PUBLISH_FORMAT: events, packed */
-  int publish_packed;      /* resolved from publish_format (not a setting) */
+  int publish_packed;      /* resolved from publish_format (not a setting): packed or protobuf */
+  int publish_protobuf;    /* resolved from publish_format (not a setting): protobuf */
   int publish_merge_batches; /* PUBLISH_MERGE_BATCHES: batches published together, at most */
   int publish_linger_ms;   /* PUBLISH_LINGER_MS: wait for a lot to fill (default from the format) */
   int publish_window;      /* PUBLISH_CONFIRM_WINDOW: unconfirmed messages per worker */
@@ -41,6 +42,7 @@ typedef struct ps_config {
   char *rabbitmq_url;
   int consumers_per_queue;
   char *topology_path; /* PENSTOCK_CONFIG; "": the built-in topology */
+  char *queue_type;    /* QUEUE_TYPE: classic, quorum (the built-in topology's event queues) */
   int consumer_prefetch;
   char *clickhouse_url;
   char *clickhouse_db;

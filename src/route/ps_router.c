@@ -477,7 +477,9 @@ static void ps__emit_body(ps_router *r, ps__scratch *s, const char *type_name, s
   ps_message m = {
       .exchange = r->opt.exchange,
       .routing_key = type_name,
-      .content_type = r->opt.packed ? PS_CONTENT_TYPE_PACKED : "application/json",
+      .content_type = r->opt.protobuf ? PS_CONTENT_TYPE_PACKED_PB
+                      : r->opt.packed ? PS_CONTENT_TYPE_PACKED
+                                      : "application/json",
       .message_id = id,
       .timestamp = lead->received_unix,
       .persistent = 1,
@@ -642,7 +644,8 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
     }
     return;
   }
-  /* Packed: per type, one line per header class, in messages of about PS__MERGE_MAX_EVENTS events. */
+  /* Packed: per type, one line (protobuf: one delimited Events) per header class, in messages of about
+     PS__MERGE_MAX_EVENTS events. */
   size_t nt = ps__types_of(&v, s, SIZE_MAX);
   for (size_t k = 0; k < nt; k++) {
     size_t events = 0;
@@ -658,12 +661,19 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
         ps_buf_reset(&s->body);
         events = 0;
       }
-      size_t mark = s->body.len;
-      if (ps__put_events(s, bs[c]->msg, s->types[k], merged, m) != 0) {
-        s->body.len = mark;
-        continue;
+      if (r->opt.protobuf) {
+        Event__Events part = *bs[c]->msg;
+        part.n_events = m;
+        part.events = merged;
+        ps_events_put_delimited(&s->body, &part);
+      } else {
+        size_t mark = s->body.len;
+        if (ps__put_events(s, bs[c]->msg, s->types[k], merged, m) != 0) {
+          s->body.len = mark;
+          continue;
+        }
+        ps_buf_append(&s->body, "\n", 1);
       }
-      ps_buf_append(&s->body, "\n", 1);
       events += m;
     }
     if (events)

@@ -45,6 +45,8 @@ typedef struct ps_router_options {
                              per header in it, a line each (PS_CONTENT_TYPE_PACKED) */
   int linger_ms;          /* PUBLISH_LINGER_MS: how long a worker that popped fewer than merge_batches
                              batches waits for more before publishing them (0: it does not wait) */
+  int protobuf;           /* with packed, PUBLISH_FORMAT=protobuf: the Events of a message are binary,
+                             length-delimited (PS_CONTENT_TYPE_PACKED_PB), not lines of JSON */
 } ps_router_options;
 
 /**

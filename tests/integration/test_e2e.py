@@ -18,6 +18,7 @@ import time
 import grpc
 import pytest
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 import pstest
 from pstest import pb
@@ -132,9 +133,10 @@ class SqliteStore:
         shutil.rmtree(self.dir, True)
 
 
-@pytest.mark.parametrize("mode", ["external", "embedded", "packed"])
+@pytest.mark.parametrize("mode", ["external", "embedded", "packed", "protobuf"])
 def test_e2e(mode, penstock_proc, db, clickhouse):
-    """packed: external with PUBLISH_FORMAT=packed (several Events per message, one per line)."""
+    """packed: external with PUBLISH_FORMAT=packed (several Events per message, one per line); protobuf: external
+    with PUBLISH_FORMAT=protobuf (several binary Events per message, each preceded by its length)."""
     store = ClickHouseStore(clickhouse, db) if mode != "embedded" else SqliteStore()
     try:
         run_e2e(mode, store, penstock_proc, db)
@@ -155,11 +157,11 @@ def run_e2e(mode, store, penstock_proc, db):
     assert total == PER_TYPE * n_types
 
     queue = pstest.TestQueue() if mode != "embedded" else None
-    packed = mode == "packed"
+    packed = mode in ("packed", "protobuf")
     try:
         env = store.env()
         if packed:
-            env["PUBLISH_FORMAT"] = "packed"
+            env["PUBLISH_FORMAT"] = mode
         p = penstock_proc(db=db, env=env)
         store.ready()
 
@@ -236,13 +238,37 @@ def run_e2e(mode, store, penstock_proc, db):
         # each line of a packed one) has a header and, batch by batch, exactly that batch's events of the type,
         # in order (batches with the same header may share a message).
         seen = collections.Counter()
-        want_ct = "application/x-ndjson" if packed else "application/json"
+        want_ct = {"packed": "application/x-ndjson", "protobuf": "application/x-protobuf-delimited"}.get(
+            mode, "application/json")
 
         def docs(body):
+            """The Events of a message: the body, its lines (packed), or its length-delimited parts (protobuf)."""
+            if mode == "protobuf":
+                out, i = [], 0
+                while i < len(body):
+                    n, shift = 0, 0
+                    while True:
+                        b = body[i]
+                        i += 1
+                        n |= (b & 0x7f) << shift
+                        shift += 7
+                        if not b & 0x80:
+                            break
+                    out.append(body[i:i + n])
+                    i += n
+                return out
             return [d for d in body.split(b"\n") if d] if packed else [body]
 
+        def parse(doc):
+            if mode == "protobuf":
+                return pb.Events.FromString(doc)
+            return json_format.Parse(doc, pb.Events())
+
+        def count(doc):
+            return len(pb.Events.FromString(doc).events) if mode == "protobuf" else len(json.loads(doc).get("events", []))
+
         def all_seen(msgs):
-            return sum(len(json.loads(d).get("events", [])) for _, _, b in msgs for d in docs(b)) >= total
+            return sum(count(d) for _, _, b in msgs for d in docs(b)) >= total
 
         msgs = queue.drain(until=all_seen, inactivity=1.0, timeout=120)
         problems = []
@@ -255,13 +281,13 @@ def run_e2e(mode, store, penstock_proc, db):
                 problems.append("delivery_mode %r" % props.delivery_mode)
             if not props.message_id:
                 problems.append("no message_id")
-            if packed and not body.endswith(b"\n"):
+            if mode == "packed" and not body.endswith(b"\n"):
                 problems.append("packed message without a final newline: %r" % body[-100:])
             for doc in docs(body):
                 lines += 1
                 try:
-                    m = json_format.Parse(doc, pb.Events())
-                except json_format.ParseError as e:
+                    m = parse(doc)
+                except (json_format.ParseError, DecodeError) as e:
                     problems.append("body does not parse as Events (%s): %r" % (e, doc[:300]))
                     continue
                 if not m.events:

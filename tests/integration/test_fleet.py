@@ -309,12 +309,15 @@ consumers:
     assert f.ready(f.names["all"] + ".error") == 0 and f.ready(f.names["clicks"] + ".error") == 0
 
 
-def test_a_direct_sink_inserts_once_its_prefetch_window_is_full(penstock_proc, fleet, clickhouse):
-    """A consumer holding `prefetch` unacknowledged messages gets no more until it acks, so it inserts then,
-    however far flush_rows and flush_ms are: four one-event messages with prefetch 2, flush_rows 1000 and
-    flush_ms 10 minutes land in two inserts within seconds."""
+@pytest.mark.parametrize("buffered", [False, True], ids=["direct", "buffered"])
+def test_a_sink_inserts_once_a_consumers_prefetch_window_is_full(buffered, penstock_proc, fleet, clickhouse):
+    """A consumer holding `prefetch` unacknowledged messages gets no more until it acks, and it acks a message
+    only once the insert holding its rows succeeded: so with its window full the consumer (direct) or the
+    sinker (buffered) inserts, however far flush_rows and flush_ms are. Four one-event messages with prefetch 2,
+    flush_rows 1000 and flush_ms 10 minutes land in two inserts within seconds."""
     f = fleet
     f.queue("q"), f.table("rows")
+    buffering = "      buffered: true\n      buffer_rows: 1000\n" if buffered else ""
     p = f.start(penstock_proc, """\
 queues:
   - {name: "%(q)s", dead_letter: true}
@@ -329,6 +332,7 @@ consumers:
       type: clickhouse
       connection: test
       table: %(rows)s
+""" + buffering + """\
       flush_rows: 1000
       flush_ms: 600000
 """)
@@ -1075,7 +1079,7 @@ def test_default_topology_declares_its_queues_and_lands_in_its_tables(penstock_p
         pstest.poll(lambda: landed(clickhouse, own_db, "events", "event_id", all_ids), 30,
                     what="every event in events")
         pstest.poll(lambda: landed(clickhouse, own_db, "click_events", "event_id", clicks), 30,
-                    what="100 clicks (= flush_rows of the buffered click_events) in click_events")
+                    what="100 clicks in the buffered click_events (inserted after its flush_ms, 1 s)")
         pstest.poll(lambda: landed(clickhouse, own_db, "app_init_events", "event_id", [tag + "-launch"]), 30,
                     what="the launch in app_init_events")
         pstest.poll(lambda: landed(clickhouse, own_db, "branch_events", "event_id", [tag + "-b1"]), 30,
@@ -1105,6 +1109,56 @@ def test_default_topology_declares_its_queues_and_lands_in_its_tables(penstock_p
         ("u-9", "Android", "spring", "ads"), branch
     assert json.loads(branch[0]["extra"]) == {"custom": 1}, branch
 
+
+
+EVENT_QUEUES = ("grpc_clickhouse_event_q", "clickhouse_click_event_q", "app_init_event_q")
+
+
+def test_queue_type_quorum_declares_the_event_queues_as_quorum_queues(penstock_proc, own_db, clickhouse):
+    """QUEUE_TYPE=quorum: the built-in queues of the gRPC events are declared as quorum queues (RabbitMQ then
+    refuses a classic declaration of them), their .error queues and the queues other services publish to
+    stay classic, and events land through them as through classic ones."""
+    delete_queues(*EVENT_QUEUES)  # RabbitMQ will not turn an existing classic queue into a quorum queue
+    try:
+        p = penstock_proc(db=own_db, env={"QUEUE_TYPE": "quorum"})
+        pstest.poll(lambda: all(pstest.queue_exists(q) for q in EVENT_QUEUES), 10, what="the event queues")
+
+        def declared_as(queue, qtype):
+            """Whether RabbitMQ takes a declaration of queue, with its other arguments, as qtype: it refuses a
+            type other than the queue's."""
+            args = {"x-queue-type": qtype}
+            if not queue.endswith(".error"):
+                args.update({"x-dead-letter-exchange": "grpc_event_error.dx", "x-dead-letter-routing-key": queue})
+            conn = pstest.amqp_connection()
+            try:
+                conn.channel().queue_declare(queue, durable=True, arguments=args)
+                return True
+            except pika.exceptions.ChannelClosedByBroker as e:
+                assert e.reply_code == 406 and "x-queue-type" in e.reply_text, e
+                return False
+            finally:
+                conn.close()
+
+        for q in EVENT_QUEUES:
+            assert declared_as(q, "quorum"), "%s is not a quorum queue" % q
+            assert not declared_as(q, "classic"), "%s took a classic declaration" % q
+        for q in ("grpc_clickhouse_event_q.error", "branch_event_q"):
+            assert declared_as(q, "classic") and not declared_as(q, "quorum"), "%s is not classic" % q
+
+        tag = pstest.new_id("qq")
+        clicks = ["%s-c%d" % (tag, i) for i in range(20)]
+        b = click_batch(clicks, session=tag)
+        b.events.add(id=tag + "-launch", timestamp="1700000000").launchEvent.source = "push"
+        assert p.dispatch(b).status == "SUCCESS"
+        all_ids = clicks + [tag + "-launch"]
+        pstest.poll(lambda: landed(clickhouse, own_db, "events", "event_id", all_ids), 30, what="every event")
+        pstest.poll(lambda: landed(clickhouse, own_db, "click_events", "event_id", clicks), 30, what="the clicks")
+        pstest.poll(lambda: landed(clickhouse, own_db, "app_init_events", "event_id", [tag + "-launch"]), 30,
+                    what="the launch")
+        p.stop()
+        assert not exactly_once(count_where(clickhouse, own_db, "events", "event_id", all_ids), set(all_ids))
+    finally:
+        delete_queues(*EVENT_QUEUES)  # the other tests declare them classic
 
 def test_default_topology_forwards_purchases_to_webengage_when_enabled(penstock_proc, own_db):
     purge_default_queues()

@@ -35,6 +35,7 @@ static void clear_env(void) {
       "CONSUMER_PREFETCH",
       "CLICKHOUSE_BATCH_ROWS",
       "CLICKHOUSE_FLUSH_MS",
+      "QUEUE_TYPE",
       "WEBENGAGE_ENABLED",
       "WEBENGAGE_URL",
       "WEBENGAGE_API_KEY",
@@ -177,7 +178,8 @@ PS_TEST(default_reproduces_the_original_consumers) {
     PS_CHECK_INT_EQ(cc->count, default_set[i].count);
     PS_CHECK_INT_EQ(cc->sink.buffered, default_set[i].buffered);
     PS_CHECK(cc->count >= 2 && cc->count <= 20);
-    PS_CHECK(cc->prefetch >= (cc->sink.buffered ? cc->sink.flush_rows : 1));
+    PS_CHECK(cc->prefetch >= 1);
+    PS_CHECK(!cc->sink.buffered || cc->sink.flush_rows <= cc->sink.buffer_rows);
     PS_CHECK_STR_EQ(cc->dead_letter_exchange, "grpc_event_error.dx");
     if (cc->decoder.kind == PS_DECODER_JSON) {
       PS_CHECK(cc->decoder.ncolumns >= 3);
@@ -186,7 +188,7 @@ PS_TEST(default_reproduces_the_original_consumers) {
     }
   }
   /* Direct: CLICKHOUSE_BATCH_ROWS (50000) rows or CLICKHOUSE_FLUSH_MS (1 s), whichever comes first (the
-     original inserted once per message); buffered as the original: a 10000-row buffer, 100 rows / 5 min. */
+     original inserted once per message); clicks buffered: a 10000-row buffer, 5000 rows / 1 s. */
   const ps_consumer_conf *g = find_consumer(&c, "grpc_clickhouse_event_q");
   PS_CHECK_INT_EQ(g->prefetch, 2000);
   PS_CHECK_INT_EQ(g->sink.flush_rows, 50000);
@@ -194,11 +196,20 @@ PS_TEST(default_reproduces_the_original_consumers) {
   PS_CHECK(g->sink.engine == NULL);
   const ps_consumer_conf *k = find_consumer(&c, "clickhouse_click_event_q");
   PS_CHECK_INT_EQ(k->sink.buffer_rows, 10000);
-  PS_CHECK_INT_EQ(k->sink.flush_rows, 100);
-  PS_CHECK_INT_EQ(k->sink.flush_ms, 300000);
+  PS_CHECK_INT_EQ(k->sink.flush_rows, 5000);
+  PS_CHECK_INT_EQ(k->sink.flush_ms, 1000);
   PS_CHECK_INT_EQ(k->max_redeliveries, 5);
   const ps_consumer_conf *s = find_consumer(&c, "shopify_events_q");
   PS_CHECK_STR_EQ(s->decoder.unknown_column, "payload");
+  /* QUEUE_TYPE unset: the queues of the gRPC events say classic (what RabbitMQ takes as no type at all);
+     the others and the .error queues say nothing. */
+  for (size_t i = 0; i < c.nqueues; i++) {
+    const ps_broker_arg *t = find_arg(&c.queues[i], "x-queue-type");
+    if (t)
+      PS_CHECK_STR_EQ(t->str, "classic");
+  }
+  PS_CHECK(find_arg(find_queue(&c, "grpc_clickhouse_event_q"), "x-queue-type") != NULL);
+  PS_CHECK(find_arg(find_queue(&c, "branch_event_q"), "x-queue-type") == NULL);
   const ps_clickhouse_conn_conf *ch = &c.clickhouse[0];
   PS_CHECK_INT_EQ(c.nclickhouse, 1);
   PS_CHECK_STR_EQ(ch->url, "http://127.0.0.1:8123");
@@ -255,6 +266,7 @@ PS_TEST(default_takes_the_environment_settings) {
   setenv("CLICKHOUSE_BATCH_ROWS", "500", 1);
   setenv("CONSUMER_PREFETCH", "300", 1);
   setenv("EVENT_EXCHANGE", "events.tx", 1);
+  setenv("QUEUE_TYPE", "quorum", 1);
   ps_topology_config c;
   char err[512];
   const char *y = ps_topology_config_default();
@@ -268,6 +280,15 @@ PS_TEST(default_takes_the_environment_settings) {
   PS_CHECK_INT_EQ(g->prefetch, 300);
   PS_CHECK_STR_EQ(c.exchanges[0].name, "events.tx");
   PS_CHECK(has_binding(&c, "clickhouse_click_event_q", "events.tx", "ClickEvent"));
+  /* QUEUE_TYPE: the queues bound to the event exchange, not those other services publish to, nor .error. */
+  static const char *const quorum[] = {"grpc_clickhouse_event_q", "clickhouse_click_event_q", "app_init_event_q"};
+  for (size_t i = 0; i < sizeof quorum / sizeof quorum[0]; i++) {
+    const ps_broker_arg *t = find_arg(find_queue(&c, quorum[i]), "x-queue-type");
+    PS_CHECK_MSG(t && strcmp(t->str, "quorum") == 0, "%s", quorum[i]);
+    PS_CHECK_MSG(check_dead_letter(&c, quorum[i]), "dead letters of %s", quorum[i]);
+  }
+  PS_CHECK(find_arg(find_queue(&c, "grpc_clickhouse_event_q.error"), "x-queue-type") == NULL);
+  PS_CHECK(find_arg(find_queue(&c, "branch_event_q"), "x-queue-type") == NULL);
   ps_topology_config_free(&c);
   /* An invalid value there is an error naming the line. */
   setenv("CLICKHOUSE_BATCH_ROWS", "lots", 1);

@@ -116,7 +116,7 @@ static size_t take(ps_sinker *sk, int consumer, ps_sinker_done *out, size_t n, i
 }
 
 static ps_sinker_options opts(int capacity, int flush_rows, int flush_ms) {
-  ps_sinker_options o = {"q", 2, capacity, flush_rows, flush_ms, NULL, NULL, NULL, NULL, NULL, NULL};
+  ps_sinker_options o = {"q", 2, capacity, flush_rows, flush_ms, NULL, NULL, NULL, NULL, NULL, NULL, 0};
   return o;
 }
 
@@ -282,9 +282,43 @@ PS_TEST(a_message_larger_than_the_buffer_goes_in_alone) {
   ps_sinker_stop(sk, 0);
 }
 
+/* With window 2, a consumer's second message in the buffer fills its prefetch window: the broker would send it
+   nothing more, so the sinker inserts then, far below flush_rows and long before flush_ms. One message of the
+   other consumer does not; nor does a consumer's message left from before it reconnected. */
+PS_TEST(inserts_when_a_consumers_prefetch_window_is_in_the_buffer) {
+  fake_sink fs;
+  fake_init(&fs);
+  ps_sinker_options o = opts(100, 1000, 600000);
+  o.window = 2;
+  ps_sinker *sk = ps_sinker_start(&o, &fs.base);
+  ps_sink *st0 = ps_sinker_stage(sk), *st1 = ps_sinker_stage(sk);
+  const char *a[] = {"a1"}, *b[] = {"b1"}, *c[] = {"c1"}, *e[] = {"e1"};
+  ps_sinker_done d[4];
+  PS_CHECK_INT_EQ(push(sk, st0, 0, 0, 1, a, 1), 0);
+  ps_sinker_reset(sk, 0, 1); /* reconnected: its window starts empty again */
+  PS_CHECK_INT_EQ(push(sk, st0, 0, 1, 1, b, 1), 0);
+  PS_CHECK_INT_EQ(push(sk, st1, 1, 0, 1, c, 1), 0);
+  PS_CHECK_INT_EQ(take(sk, 0, d, 1, 300), 0); /* one message of each consumer (and an old one): no insert */
+  PS_CHECK_INT_EQ(fs.inserts, 0);
+  PS_CHECK_INT_EQ(push(sk, st0, 0, 1, 2, e, 1), 0); /* consumer 0's window is full */
+  PS_CHECK_INT_EQ(take(sk, 0, d, 2, 2000), 2);
+  PS_CHECK(d[0].gen == 1 && d[0].tag == 1 && d[1].tag == 2);
+  PS_CHECK_INT_EQ(take(sk, 1, d, 1, 2000), 1);
+  PS_CHECK_INT_EQ(fs.inserts, 1);
+  PS_CHECK_INT_EQ(fake_stored(&fs), 3); /* b1, c1, e1: a1 was of the old generation */
+  /* The insert emptied the windows: one more message of consumer 1 waits again. */
+  PS_CHECK_INT_EQ(push(sk, st1, 1, 0, 2, a, 1), 0);
+  PS_CHECK_INT_EQ(take(sk, 1, d, 1, 300), 0);
+  PS_CHECK_INT_EQ(fs.inserts, 1);
+  ps_sink_destroy(st0);
+  ps_sink_destroy(st1);
+  ps_sinker_stop(sk, 0);
+}
+
 PS_TEST_MAIN(PS_CASE(inserts_at_flush_rows_not_before), PS_CASE(inserts_when_the_oldest_row_is_flush_ms_old),
              PS_CASE(hurry_inserts_at_once_and_stop_drops_what_was_never_sent),
              PS_CASE(refused_rows_are_reported_to_their_message),
              PS_CASE(a_failing_sink_keeps_its_batch_and_the_bound_holds_pushers_back),
              PS_CASE(rows_of_an_old_generation_are_not_inserted),
-             PS_CASE(a_message_larger_than_the_buffer_goes_in_alone))
+             PS_CASE(a_message_larger_than_the_buffer_goes_in_alone),
+             PS_CASE(inserts_when_a_consumers_prefetch_window_is_in_the_buffer))

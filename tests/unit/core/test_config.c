@@ -49,6 +49,7 @@ PS_TEST(defaults) {
   PS_CHECK_INT_EQ(c.publish_merge_batches, 16);
   PS_CHECK_STR_EQ(c.publish_format, "events");
   PS_CHECK_INT_EQ(c.publish_packed, 0);
+  PS_CHECK_STR_EQ(c.queue_type, "classic");
   ps_config_free(&c);
 }
 
@@ -58,7 +59,8 @@ PS_TEST(invalid_values_name_the_variable) {
   } bad[] = {{"PORT", "abc"},          {"PORT", "70000"},        {"EVENT_WORKER_POOL_SIZE", "0"},
              {"GRPC_MAX_RECV_BYTES", "10X"}, {"DISPATCH_TIMEOUT_MS", "-1"}, {"RABBITMQ_URL", "http://x"},
              {"CLICKHOUSE_URL", "tcp://x"},  {"LOG_LEVEL", "loud"},   {"CLICKHOUSE_DB_NAME", "a;drop"},
-             {"PUBLISH_FORMAT", "ndjson"},   {"PUBLISH_MERGE_BATCHES", "0"}, {"PUBLISH_MERGE_BATCHES", "65"}};
+             {"PUBLISH_FORMAT", "ndjson"},   {"PUBLISH_MERGE_BATCHES", "0"}, {"PUBLISH_MERGE_BATCHES", "65"},
+             {"QUEUE_TYPE", "stream"},       {"QUEUE_TYPE", "Quorum"}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     clear_env();
     setenv(bad[i].name, bad[i].value, 1);
@@ -71,6 +73,38 @@ PS_TEST(invalid_values_name_the_variable) {
   }
 }
 
+/* PUBLISH_FORMAT: events (neither flag), packed (packed), protobuf (packed and protobuf). */
+PS_TEST(publish_format_sets_packed_and_protobuf) {
+  static const struct {
+    const char *format;
+    int packed, protobuf;
+  } cases[] = {{"events", 0, 0}, {"packed", 1, 0}, {"protobuf", 1, 1}, {"PROTOBUF", 1, 1}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    clear_env();
+    setenv("PUBLISH_FORMAT", cases[i].format, 1);
+    ps_config c;
+    char err[256] = "";
+    int rc = ps_config_load(&c, dir, err, sizeof err);
+    clear_env();
+    PS_CHECK_MSG(rc == 0, "%s: %s", cases[i].format, err);
+    PS_CHECK_MSG(c.publish_packed == cases[i].packed && c.publish_protobuf == cases[i].protobuf, "%s: %d %d",
+                 cases[i].format, c.publish_packed, c.publish_protobuf);
+    ps_config_free(&c);
+  }
+}
+
+PS_TEST(queue_type_is_classic_or_quorum) {
+  clear_env();
+  setenv("QUEUE_TYPE", "quorum", 1);
+  ps_config c;
+  char err[256] = "";
+  int rc = ps_config_load(&c, dir, err, sizeof err);
+  clear_env();
+  PS_CHECK_MSG(rc == 0, "%s", err);
+  PS_CHECK_STR_EQ(c.queue_type, "quorum");
+  ps_config_free(&c);
+}
+
 /* PUBLISH_LINGER_MS: unset, it follows PUBLISH_FORMAT (2 packed, 0 events); set, it is taken as it is. */
 PS_TEST(publish_linger_defaults_by_format_and_is_bounded) {
   struct {
@@ -78,7 +112,7 @@ PS_TEST(publish_linger_defaults_by_format_and_is_bounded) {
     int rc, want;
   } cases[] = {{NULL, NULL, 0, 0},       {"events", NULL, 0, 0}, {"packed", NULL, 0, 2}, {"packed", "", 0, 2},
                {"packed", "0", 0, 0},    {"events", "7", 0, 7},  {"packed", "100", 0, 100},
-               {"packed", "101", PS_ECONFIG, 0}, {"events", "-1", PS_ECONFIG, 0}};
+               {"packed", "101", PS_ECONFIG, 0}, {"events", "-1", PS_ECONFIG, 0}, {"protobuf", NULL, 0, 2}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     clear_env();
     if (cases[i].format)
@@ -192,7 +226,7 @@ int main(int argc, char **argv) {
   if (!mkdtemp(dir))
     return 1;
   static const ps_test_case cases[] = {
-      PS_CASE(defaults), PS_CASE(invalid_values_name_the_variable),
+      PS_CASE(defaults), PS_CASE(invalid_values_name_the_variable), PS_CASE(queue_type_is_classic_or_quorum), PS_CASE(publish_format_sets_packed_and_protobuf),
       PS_CASE(publish_linger_defaults_by_format_and_is_bounded), PS_CASE(sizes_take_suffixes),
       PS_CASE(dotenv_file_by_env_and_real_environment_wins), PS_CASE(dotenv_syntax),
       PS_CASE(reference_lists_every_setting), PS_CASE(print_redacts_secrets)};

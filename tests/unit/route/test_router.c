@@ -930,14 +930,26 @@ static ps_router_options with_packed_lot(int merge_batches) {
 
 static ps_router_options with_packed(void) { return with_packed_lot(16); }
 
-ROUTER_TEST_LATE(packed_one_message_per_type_for_the_lot_one_line_per_header, with_packed(), 0) {
+/* Publishes push_a_b_a's three batches as one lot: the click message into *c, the launch message into *l, each
+   checked for its routing key and content_type (a failed check marks the test failed). */
+static void run_a_b_a(fixture *fx, fake_rec *c, fake_rec *l, const char *content_type) {
   push_a_b_a(fx);
   run_queued(fx, 1500, 2);
   if (ps_test__failed_current)
     return;
-  fake_rec c = fake_rec_at(fx->f, 0), l = fake_rec_at(fx->f, 1);
-  PS_CHECK_STR_EQ(c.routing_key, "ClickEvent");
-  PS_CHECK_STR_EQ(c.content_type, PS_CONTENT_TYPE_PACKED);
+  *c = fake_rec_at(fx->f, 0);
+  *l = fake_rec_at(fx->f, 1);
+  PS_CHECK_STR_EQ(c->routing_key, "ClickEvent");
+  PS_CHECK_STR_EQ(c->content_type, content_type);
+  PS_CHECK_STR_EQ(l->routing_key, "LaunchEvent");
+  PS_CHECK_STR_EQ(l->content_type, content_type);
+}
+
+ROUTER_TEST_LATE(packed_one_message_per_type_for_the_lot_one_line_per_header, with_packed(), 0) {
+  fake_rec c, l;
+  run_a_b_a(fx, &c, &l, PS_CONTENT_TYPE_PACKED);
+  if (ps_test__failed_current)
+    return;
   char *nl = strchr(c.body, '\n');
   PS_CHECK_MSG(nl && nl[1] && strchr(nl + 1, '\n') && !strchr(nl + 1, '\n')[1], "two lines: %s", c.body);
   if (ps_test__failed_current)
@@ -947,11 +959,68 @@ ROUTER_TEST_LATE(packed_one_message_per_type_for_the_lot_one_line_per_header, wi
                "line 1: %s", c.body);
   PS_CHECK_MSG(strstr(nl + 1, "\"sessionId\":\"b\"") && body_has_ids_in_order(nl + 1, "b1-e0"), "line 2: %s",
                nl + 1);
-  PS_CHECK_STR_EQ(l.routing_key, "LaunchEvent");
-  PS_CHECK_STR_EQ(l.content_type, PS_CONTENT_TYPE_PACKED);
   PS_CHECK_MSG(strstr(l.body, "\"sessionId\":\"b\"") && body_has_ids_in_order(l.body, "b1-e1") &&
                    strchr(l.body, '\n') == l.body + strlen(l.body) - 1,
                "launch: %s", l.body);
+}
+
+static ps_router_options with_protobuf(void) {
+  ps_router_options o = with_packed_lot(16);
+  o.protobuf = 1;
+  return o;
+}
+
+/* The delimited binary Events of a PUBLISH_FORMAT=protobuf body, unpacked into ev[0..max); how many, or -1 if the
+   body is not exactly a sequence of them. */
+static int delimited_events(const fake_rec *r, Event__Events **ev, int max) {
+  const uint8_t *p = (const uint8_t *)r->body, *end = p + r->len;
+  int n = 0;
+  while (p < end && n < max) {
+    size_t len = 0;
+    int shift = 0;
+    while (p < end && (*p & 0x80)) {
+      len |= (size_t)(*p++ & 0x7f) << shift;
+      shift += 7;
+    }
+    if (p == end)
+      return -1;
+    len |= (size_t)*p++ << shift;
+    if (len > (size_t)(end - p) || !(ev[n] = event__events__unpack(NULL, len, p)))
+      return -1;
+    n++;
+    p += len;
+  }
+  return p == end ? n : -1;
+}
+
+ROUTER_TEST_LATE(protobuf_packs_as_packed_does_with_binary_length_delimited_events, with_protobuf(), 0) {
+  fake_rec c, l;
+  run_a_b_a(fx, &c, &l, PS_CONTENT_TYPE_PACKED_PB);
+  if (ps_test__failed_current)
+    return;
+  Event__Events *ev[4] = {NULL};
+  PS_CHECK_INT_EQ(delimited_events(&c, ev, 4), 2); /* one Events per header, in order */
+  if (!ps_test__failed_current) {
+    PS_CHECK_STR_EQ(ev[0]->header->sessionid, "a");
+    PS_CHECK_INT_EQ(ev[0]->n_events, 3);
+    PS_CHECK_STR_EQ(ev[0]->events[0]->id, "b0-e0");
+    PS_CHECK_STR_EQ(ev[0]->events[1]->id, "b2-e0");
+    PS_CHECK_STR_EQ(ev[0]->events[2]->id, "b2-e1");
+    PS_CHECK(ev[0]->events[2]->event_of_case == EVENT__EVENT__EVENT_OF_CLICK_EVENT);
+    PS_CHECK_STR_EQ(ev[1]->header->sessionid, "b");
+    PS_CHECK_INT_EQ(ev[1]->n_events, 1);
+    PS_CHECK_STR_EQ(ev[1]->events[0]->id, "b1-e0");
+  }
+  for (int i = 0; i < 4; i++)
+    if (ev[i])
+      event__events__free_unpacked(ev[i], NULL);
+  Event__Events *lv[2] = {NULL};
+  PS_CHECK_INT_EQ(delimited_events(&l, lv, 2), 1);
+  if (lv[0]) {
+    PS_CHECK_STR_EQ(lv[0]->header->sessionid, "b");
+    PS_CHECK_STR_EQ(lv[0]->events[0]->id, "b1-e1");
+    event__events__free_unpacked(lv[0], NULL);
+  }
 }
 
 /* Whether body has n lines, each one Events of 50 events. */
@@ -1760,6 +1829,7 @@ PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(a_lot_given_up_at_the_deadline_refuses_every_batch_of_it),
              PS_CASE(packed_one_message_per_type_for_the_lot_one_line_per_header),
              PS_CASE(packed_messages_take_whole_lines_up_to_1000_events),
+             PS_CASE(protobuf_packs_as_packed_does_with_binary_length_delimited_events),
              PS_CASE(a_short_lot_waits_for_the_batch_that_fills_it),
              PS_CASE(without_lingering_a_short_lot_is_published_at_once),
              PS_CASE(a_short_lot_is_published_when_the_linger_ends),
