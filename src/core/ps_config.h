@@ -26,7 +26,7 @@ typedef struct ps_config {
   char *event_exchange;
   char *ack_mode;          /* ACK_MODE: confirmed, enqueued */
   int ack_confirmed;       /* resolved from ack_mode (not a setting) */
-  char *publish_format;    /* PUBLISH_FORMAT: events, packed */
+  char *publish_format;    /* PUBLISH_FORMAT: events, packed, protobuf */
   int publish_packed;      /* resolved from publish_format (not a setting): packed or protobuf */
   int publish_protobuf;    /* resolved from publish_format (not a setting): protobuf */
   int publish_merge_batches; /* PUBLISH_MERGE_BATCHES: batches published together, at most */
