@@ -101,6 +101,8 @@ static struct {
   ps_event_group *groups;
   Event__Event **scratch;
   ps_buf body;
+  ps_pb_record rec[4096]; /* encode_pb: a request's records */
+  const char *etype[4096];
   /* publish */
   ps_broker *broker;
   ps_broker_conn *conn;
@@ -373,25 +375,46 @@ static size_t hot_validate(hot_batch *b) {
   return typed;
 }
 
-/* The router's encode (ps__lot_messages, a lot of one batch): group by type, then each type's group into one
-   reused buffer: proto3 JSON, or (pb) one length-delimited binary Events as PUBLISH_FORMAT=protobuf writes it. */
-static size_t hot__encode(hot_batch *b, int pb) {
+/* The router's encode (ps__lot_messages, a lot of one batch): group by type, proto3 JSON of each group into one
+   reused buffer. */
+static size_t hot_encode(hot_batch *b) {
   size_t ng = ps_events_group(b->msg, H.groups, H.scratch), n = 0;
   for (size_t g = 0; g < ng; g++) {
     Event__Events part = *b->msg;
     part.n_events = H.groups[g].n;
     part.events = H.groups[g].events;
     ps_buf_reset(&H.body);
-    if (pb)
-      ps_events_put_delimited(&H.body, &part);
-    else if (ps_pbjson_encode(&H.body, &part.base) != 0)
+    if (ps_pbjson_encode(&H.body, &part.base) != 0)
       hot__die("encode failed", H.groups[g].type_name);
     n += H.groups[g].n;
   }
   return n;
 }
-static size_t hot_encode(hot_batch *b) { return hot__encode(b, 0); }
-static size_t hot_encode_pb(hot_batch *b) { return hot__encode(b, 1); }
+
+/* The same with PUBLISH_FORMAT=protobuf, as the router does it for a batch that kept its request: the request
+   split into records (ps_events_records), then per type one length-delimited Events of the header's record and
+   that type's event records, copied. */
+static size_t hot_encode_pb(hot_batch *b) {
+  ps_batch kept = {.msg = b->msg, .wire = b->wire, .wire_len = b->len};
+  ps_pb_record header;
+  if (ps_events_records(&kept, &header, H.rec, H.etype) != 0)
+    hot__die("a demo request does not split into records", NULL);
+  size_t ng = ps_events_group(b->msg, H.groups, H.scratch), n = 0;
+  for (size_t g = 0; g < ng; g++) {
+    const char *t = H.groups[g].type_name;
+    size_t bytes = header.len;
+    size_t m = ps_events_records_size(H.rec, H.etype, b->msg->n_events, t, &bytes);
+    ps_buf_reset(&H.body);
+    ps_buf_reserve(&H.body, bytes + 10);
+    uint8_t *p = (uint8_t *)H.body.data;
+    p += ps_pb_put_varint(p, bytes);
+    memcpy(p, b->wire + header.off, header.len);
+    p = ps_events_records_copy(p + header.len, b->wire, H.rec, H.etype, b->msg->n_events, t);
+    H.body.len = (size_t)(p - (uint8_t *)H.body.data);
+    n += m;
+  }
+  return n;
+}
 
 /*
  * The router's publish of a batch's messages (ps__send, then ps__pump): a
@@ -544,8 +567,8 @@ static const hot_stage hot__stages[] = {
      "the events decoder per message: ps_pbjson_decode, payloads re-encoded, ps_time_parse; rows to the "
      "sink"},
     {"encode_pb", hotpath_run_encode_pb,
-     "PUBLISH_FORMAT=protobuf instead of encode: ps_events_group, each type's group packed as one "
-     "length-delimited binary Events"},
+     "PUBLISH_FORMAT=protobuf instead of encode: the request split into records (ps_events_records), "
+     "ps_events_group, per type one length-delimited Events of the header's and the events' records, copied"},
     {"consume_pb", hotpath_run_consume_pb,
      "PUBLISH_FORMAT=protobuf instead of consume: the events decoder per message: ps_pb_check_wire_strings, "
      "protobuf-c unpack into an arena, payloads encoded as JSON, ps_time_parse; rows to the sink"},

@@ -226,6 +226,7 @@ static int ps__serve(void) {
   ps_replay *replay = spool ? ps_replay_start(&rpo) : NULL;
 
   ps_dispatch *dispatch = ps_dispatch_create(q, cfg.dispatch_timeout_ms, cfg.ack_confirmed);
+  ps_dispatch_keep_wire(dispatch, cfg.publish_protobuf);
   if (spool) /* a queue full for DISPATCH_TIMEOUT_MS overflows into the spool before refusing calls */
     ps_dispatch_set_overflow(dispatch, ps__overflow, router);
   ps_metrics_gauge_fn("penstock_queue_depth", "", "batches in the queue between dispatch and the workers",

@@ -23,8 +23,11 @@ static ps__event_type ps__types[PS__MAX_TYPES];
 static size_t ps__ntypes;
 static size_t ps__case_offset;
 static pthread_once_t ps__once = PTHREAD_ONCE_INIT;
+static uint32_t ps__header_field, ps__events_field; /* of Events */
 
 static void ps__init(void) {
+  ps__header_field = protobuf_c_message_descriptor_get_field_by_name(&event__events__descriptor, "header")->id;
+  ps__events_field = protobuf_c_message_descriptor_get_field_by_name(&event__events__descriptor, "events")->id;
   const ProtobufCMessageDescriptor *d = &event__event__descriptor;
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
@@ -150,16 +153,66 @@ size_t ps_events_group(const Event__Events *msg, ps_event_group *groups,
   return ng;
 }
 
+size_t ps_pb_put_varint(uint8_t *p, uint64_t v) {
+  size_t k = 0;
+  for (; v >= 0x80; v >>= 7)
+    p[k++] = (uint8_t)(v | 0x80);
+  p[k++] = (uint8_t)v;
+  return k;
+}
+
 void ps_events_put_delimited(ps_buf *out, const Event__Events *msg) {
   size_t len = event__events__get_packed_size(msg);
   ps_buf_reserve(out, len + 10);
   uint8_t *p = (uint8_t *)out->data + out->len;
-  size_t k = 0;
-  for (size_t v = len; v >= 0x80; v >>= 7)
-    p[k++] = (uint8_t)(v | 0x80);
-  p[k] = (uint8_t)(len >> (7 * k));
-  k++;
+  size_t k = ps_pb_put_varint(p, len);
   event__events__pack(msg, p + k);
   out->len += k + len;
   out->data[out->len] = '\0';
+}
+
+int ps_events_records(const ps_batch *b, ps_pb_record *header, ps_pb_record *events, const char **types) {
+  pthread_once(&ps__once, ps__init);
+  const Event__Events *msg = b->msg;
+  if (!b->wire)
+    return -1;
+  /* The header's record goes first into events[] too: there is room for n_events + 1 only if every record is
+     the header or an event, and events[] is then compacted. */
+  long k = ps_pb_records(b->wire, b->wire_len, events, msg->n_events + 1);
+  size_t w = 0, headers = 0;
+  for (long j = 0; j < k; j++) {
+    ps_pb_record rec = events[j];
+    if (rec.field == ps__header_field && !headers++)
+      *header = rec;
+    else if (rec.field == ps__events_field)
+      events[w++] = rec;
+    else
+      return -1;
+  }
+  if (k < 0 || headers != 1 || w != msg->n_events)
+    return -1;
+  for (size_t i = 0; i < w; i++)
+    types[i] = ps_event_type_name(msg->events[i]);
+  return 0;
+}
+
+size_t ps_events_records_size(const ps_pb_record *events, const char *const *types, size_t n, const char *t,
+                              size_t *bytes) {
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++)
+    if (types[i] == t) {
+      m++;
+      *bytes += events[i].len;
+    }
+  return m;
+}
+
+uint8_t *ps_events_records_copy(uint8_t *p, const uint8_t *wire, const ps_pb_record *events,
+                                const char *const *types, size_t n, const char *t) {
+  for (size_t i = 0; i < n; i++)
+    if (types[i] == t) {
+      memcpy(p, wire + events[i].off, events[i].len);
+      p += events[i].len;
+    }
+  return p;
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "core/ps_arena.h"
+#include "codec/ps_pbjson.h"
 #include "core/ps_buf.h"
 #include "eventservice.pb-c.h"
 
@@ -62,6 +63,10 @@ typedef struct ps_batch {
   int64_t received_unix;    /* wall-clock seconds when the call arrived */
   uint32_t n_events;        /* events with a type (the ones to publish) */
   uint32_t n_skipped;       /* events without a type (not published) */
+  /* The request as it came, in the arena, when the router publishes its events' own bytes
+     (PUBLISH_FORMAT=protobuf; see ps_dispatch_keep_wire); NULL otherwise. */
+  const uint8_t *wire;
+  size_t wire_len;
   /* Called once by the router when every message of the batch is confirmed by
      the broker or written to the spool (rc 0), or when some could not be
      (rc < 0: PS_EFULL, PS_EIO, PS_ETIMEDOUT); the router frees the batch right
@@ -101,5 +106,25 @@ size_t ps_events_group(const Event__Events *msg, ps_event_group *groups,
  * one Events of a PS_CONTENT_TYPE_PACKED_PB message.
  */
 void ps_events_put_delimited(ps_buf *out, const Event__Events *msg);
+
+/** Writes v as a base-128 varint at p (10 bytes at most); returns how many bytes. */
+size_t ps_pb_put_varint(uint8_t *p, uint64_t v);
+
+/**
+ * Splits the request b kept (b->wire) into its records: the header's into
+ * *header, each event's into events[i] (b->msg->n_events of them, in order)
+ * with its type name (ps_event_type_name, NULL for none) in types[i].
+ * Returns 0, or -1 if b kept no request or the request is not exactly one
+ * header and b's events (another top-level field, say).
+ */
+int ps_events_records(const ps_batch *b, ps_pb_record *header, ps_pb_record *events, const char **types);
+
+/** Of the records of ps_events_records, those of type t: how many, and their bytes added to *bytes. */
+size_t ps_events_records_size(const ps_pb_record *events, const char *const *types, size_t n, const char *t,
+                              size_t *bytes);
+
+/** Copies the records of type t from wire to p, in order; returns p past them. */
+uint8_t *ps_events_records_copy(uint8_t *p, const uint8_t *wire, const ps_pb_record *events,
+                                const char *const *types, size_t n, const char *t);
 
 #endif

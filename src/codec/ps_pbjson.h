@@ -74,6 +74,20 @@ int ps_pb_check_utf8(const ProtobufCMessage *msg, char *err, size_t errlen);
 int ps_pb_check_wire_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len, char *err,
                              size_t errlen);
 
+/** One top-level field of a serialized message: its number and where its whole record (key, length, value) is. */
+typedef struct ps_pb_record {
+  uint32_t field;
+  size_t off, len;
+} ps_pb_record;
+
+/**
+ * Splits the serialized message data[0..len) into its top-level fields, in
+ * order, into out[0..max). Every field must be length-delimited (as message,
+ * string and bytes fields are). Returns how many there are, or -1 if a record
+ * is of another wire type, malformed, or beyond max.
+ */
+long ps_pb_records(const uint8_t *data, size_t len, ps_pb_record *out, size_t max);
+
 /** Returns 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int ps_utf8_valid(const char *s, size_t n);
 

@@ -221,3 +221,18 @@ int ps_pb_check_wire_strings(const ProtobufCMessageDescriptor *desc, const uint8
   ctx.errlen = errlen;
   return ps__walk(desc, data, data + len, 0, &ctx) ? 0 : PS_EINVAL;
 }
+
+long ps_pb_records(const uint8_t *data, size_t len, ps_pb_record *out, size_t max) {
+  const uint8_t *p = data, *end = data + len;
+  size_t n = 0;
+  while (p < end) {
+    const uint8_t *start = p;
+    uint64_t key, vlen;
+    if (ps__varint(&p, end, &key) || (key & 7) != 2 || ps__varint(&p, end, &vlen) ||
+        vlen > (uint64_t)(end - p) || n == max)
+      return -1;
+    p += vlen;
+    out[n++] = (ps_pb_record){(uint32_t)(key >> 3), (size_t)(start - data), (size_t)(p - start)};
+  }
+  return (long)n;
+}

@@ -40,6 +40,7 @@ typedef struct ps__parked {
 struct ps_dispatch {
   ps_queue *q;
   int confirmed; /* ACK_MODE=confirmed: answer when the router settles the batch */
+  int keep_wire; /* copy each request into its batch's arena (ps_batch.wire) */
   int (*overflow)(void *ctx, ps_batch *b); /* takes a batch the full queue would refuse (the spool) */
   void *overflow_ctx;
   int64_t timeout_ns;
@@ -225,6 +226,8 @@ void ps_dispatch_destroy(ps_dispatch *d) {
   free(d);
 }
 
+void ps_dispatch_keep_wire(ps_dispatch *d, int on) { d->keep_wire = on; }
+
 void ps_dispatch_set_overflow(ps_dispatch *d, int (*fn)(void *ctx, ps_batch *b), void *ctx) {
   pthread_mutex_lock(&d->mu);
   d->overflow = fn;
@@ -301,6 +304,14 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
   b->msg = msg;
   b->received_unix = (int64_t)time(NULL);
   b->n_events = b->n_skipped = 0;
+  b->wire = NULL;
+  b->wire_len = 0;
+  if (d->keep_wire) {
+    uint8_t *w = ps_arena_alloc(arena, len ? len : 1);
+    memcpy(w, data, len);
+    b->wire = w;
+    b->wire_len = len;
+  }
   b->settled = NULL;
   b->settled_ctx = NULL;
   b->pending = 0;

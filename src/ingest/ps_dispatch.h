@@ -55,6 +55,13 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
  */
 void ps_dispatch_set_overflow(ps_dispatch *d, int (*fn)(void *ctx, ps_batch *b), void *ctx);
 
+/**
+ * With on, every accepted batch keeps a copy of its request in its arena
+ * (ps_batch.wire), for a router that publishes the events' own bytes
+ * (PUBLISH_FORMAT=protobuf). Set it before the first submit.
+ */
+void ps_dispatch_keep_wire(ps_dispatch *d, int on);
+
 /** Calls parked waiting for room in the queue now. */
 size_t ps_dispatch_parked(ps_dispatch *d);
 

@@ -389,13 +389,16 @@ typedef struct ps__scratch {
   const char **types;     /* a header class's types, in order of first appearance */
   ps_buf hdr;             /* the batches' packed headers, back to back */
   ps_buf body;            /* the message being built */
+  ps_pb_record *rec;      /* protobuf from the requests: the lot's event records, batch after batch */
+  const char **etype;     /* and each one's type name */
+  size_t rec_cap;
 } ps__scratch;
 
 static void ps__scratch_init(ps__scratch *s) {
   size_t nt = ps_event_type_count();
   nt = nt ? nt : 1;
   *s = (ps__scratch){NULL, 0, calloc(PS__LOT_MAX * nt, sizeof *s->groups), calloc(nt, sizeof *s->types),
-                     PS_BUF_INIT, PS_BUF_INIT};
+                     PS_BUF_INIT, PS_BUF_INIT, NULL, NULL, 0};
   if (!s->groups || !s->types)
     abort();
 }
@@ -406,6 +409,8 @@ static void ps__scratch_free(ps__scratch *s) {
   free(s->types);
   ps_buf_free(&s->hdr);
   ps_buf_free(&s->body);
+  free(s->rec);
+  free(s->etype);
 }
 
 /* Batch b's events without a type, as one binary Events (unknown fields kept) to the dead-letter exchange. */
@@ -566,6 +571,60 @@ static void ps__flush_events(void *arg, size_t m) {
 }
 
 /*
+ * PUBLISH_FORMAT=protobuf publishes the events' own bytes when it can: each
+ * batch's kept request split into records (ps_events_records), the header's
+ * into hs[i] and the events' into s->rec from first[i] on, their type names
+ * in s->etype. Returns 0, or -1 if a batch cannot be split so (the lot is
+ * then packed again from its messages).
+ */
+static int ps__lot_records(ps__scratch *s, ps_batch **bs, size_t n, ps_pb_record *hs, size_t *first) {
+  size_t total = 0, used = 0;
+  for (size_t i = 0; i < n; i++)
+    total += bs[i]->msg->n_events + 1;
+  if (total > s->rec_cap) {
+    free(s->rec);
+    free(s->etype);
+    s->rec_cap = 2 * total;
+    s->rec = malloc(s->rec_cap * sizeof *s->rec);
+    s->etype = malloc(s->rec_cap * sizeof *s->etype);
+    if (!s->rec || !s->etype)
+      abort();
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (ps_events_records(bs[i], &hs[i], s->rec + used, s->etype + used) != 0)
+      return -1;
+    first[i] = used;
+    used += bs[i]->msg->n_events;
+  }
+  return 0;
+}
+
+/* Of ps__lot_records' events, those of type t in the batches of header class c: how many, and (put) appended to
+   s->body as one Events preceded by its length: the class's header record, then each event's, batch after batch.
+   Returns how many. */
+static size_t ps__records_of(ps__scratch *s, const ps__lot_view *v, size_t c, const char *t, const ps_pb_record *hs,
+                             const size_t *first, int put) {
+  size_t m = 0, bytes = hs[c].len;
+  for (size_t i = c; i < v->n; i++)
+    if (v->cls[i] == c)
+      m += ps_events_records_size(s->rec + first[i], s->etype + first[i], v->bs[i]->msg->n_events, t, &bytes);
+  if (!put || !m)
+    return m;
+  ps_buf_reserve(&s->body, bytes + 10);
+  uint8_t *p = (uint8_t *)s->body.data + s->body.len;
+  p += ps_pb_put_varint(p, bytes);
+  memcpy(p, v->bs[c]->wire + hs[c].off, hs[c].len);
+  p += hs[c].len;
+  for (size_t i = c; i < v->n; i++)
+    if (v->cls[i] == c)
+      p = ps_events_records_copy(p, v->bs[i]->wire, s->rec + first[i], s->etype + first[i],
+                                 v->bs[i]->msg->n_events, t);
+  s->body.len = (size_t)(p - (uint8_t *)s->body.data);
+  s->body.data[s->body.len] = '\0';
+  return m;
+}
+
+/*
  * Whether batches i and j have the same header: the same bytes on the wire
  * (off[i] SIZE_MAX: no header; two batches without one count as the same).
  */
@@ -646,6 +705,9 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
   }
   /* Packed: per type, one line (protobuf: one delimited Events) per header class, in messages of about
      PS__MERGE_MAX_EVENTS events. */
+  ps_pb_record hs[PS__LOT_MAX];
+  size_t first[PS__LOT_MAX];
+  int records = r->opt.protobuf && ps__lot_records(s, bs, n, hs, first) == 0;
   size_t nt = ps__types_of(&v, s, SIZE_MAX);
   for (size_t k = 0; k < nt; k++) {
     size_t events = 0;
@@ -653,7 +715,8 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
     for (size_t c = 0; c < n; c++) {
       if (cls[c] != c)
         continue;
-      size_t m = ps__gather(&v, s, c, s->types[k], merged, NULL, NULL);
+      size_t m = records ? ps__records_of(s, &v, c, s->types[k], hs, first, 0)
+                         : ps__gather(&v, s, c, s->types[k], merged, NULL, NULL);
       if (!m)
         continue;
       if (events && events + m > PS__MERGE_MAX_EVENTS) {
@@ -661,7 +724,9 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
         ps_buf_reset(&s->body);
         events = 0;
       }
-      if (r->opt.protobuf) {
+      if (records) {
+        ps__records_of(s, &v, c, s->types[k], hs, first, 1);
+      } else if (r->opt.protobuf) {
         Event__Events part = *bs[c]->msg;
         part.n_events = m;
         part.events = merged;

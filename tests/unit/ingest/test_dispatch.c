@@ -213,7 +213,40 @@ PS_TEST(parked_call_is_accepted_when_room_frees) {
   ps_queue_destroy(q);
 }
 
+/* ps_dispatch_keep_wire: the queued batch holds a copy of the request (the caller's buffer is gone by then);
+   without it, none. */
+PS_TEST(a_batch_keeps_its_request_only_when_asked) {
+  for (int keep = 0; keep <= 1; keep++) {
+    ps_queue *q = ps_queue_create(8);
+    ps_dispatch *d = ps_dispatch_create(q, 100, 0);
+    ps_dispatch_keep_wire(d, keep);
+    result r;
+    size_t len;
+    uint8_t *req = make_batch(4, 1, 0, "s", &len);
+    PS_CHECK_INT_EQ(submit(d, req, len, INT64_MAX, &r), GRPC_STATUS_OK);
+    uint8_t *copy = malloc(len);
+    memcpy(copy, req, len);
+    memset(req, 0, len);
+    free(req);
+    void *item = NULL;
+    PS_CHECK_INT_EQ(ps_queue_pop(q, &item, 1, 0), 1);
+    ps_batch *b = item;
+    if (keep) {
+      PS_CHECK(b->wire != NULL);
+      PS_CHECK_INT_EQ(b->wire_len, len);
+      PS_CHECK(b->wire && memcmp(b->wire, copy, len) == 0);
+    } else {
+      PS_CHECK(b->wire == NULL);
+      PS_CHECK_INT_EQ(b->wire_len, 0);
+    }
+    free(copy);
+    ps_batch_destroy(b);
+    ps_dispatch_destroy(d);
+    ps_queue_destroy(q);
+  }
+}
+
 PS_TEST_MAIN(PS_CASE(bad_inputs_are_invalid_argument), PS_CASE(empty_events_succeed_without_queueing),
              PS_CASE(accepted_batch_is_queued_and_skips_are_counted),
              PS_CASE(full_queue_answers_unavailable_after_timeout),
-             PS_CASE(parked_call_is_accepted_when_room_frees))
+             PS_CASE(parked_call_is_accepted_when_room_frees), PS_CASE(a_batch_keeps_its_request_only_when_asked))

@@ -993,15 +993,14 @@ static int delimited_events(const fake_rec *r, Event__Events **ev, int max) {
   return p == end ? n : -1;
 }
 
-ROUTER_TEST_LATE(protobuf_packs_as_packed_does_with_binary_length_delimited_events, with_protobuf(), 0) {
-  fake_rec c, l;
-  run_a_b_a(fx, &c, &l, PS_CONTENT_TYPE_PACKED_PB);
-  if (ps_test__failed_current)
-    return;
+/* The click and launch messages of push_a_b_a's lot in PUBLISH_FORMAT=protobuf: one delimited Events per header,
+   in order, holding that header and its batches' events of the type, batch after batch. */
+static void check_a_b_a_delimited(const fake_rec *c, const fake_rec *l) {
   Event__Events *ev[4] = {NULL};
-  PS_CHECK_INT_EQ(delimited_events(&c, ev, 4), 2); /* one Events per header, in order */
+  PS_CHECK_INT_EQ(delimited_events(c, ev, 4), 2);
   if (!ps_test__failed_current) {
     PS_CHECK_STR_EQ(ev[0]->header->sessionid, "a");
+    PS_CHECK_INT_EQ(ev[0]->header->userid, 42);
     PS_CHECK_INT_EQ(ev[0]->n_events, 3);
     PS_CHECK_STR_EQ(ev[0]->events[0]->id, "b0-e0");
     PS_CHECK_STR_EQ(ev[0]->events[1]->id, "b2-e0");
@@ -1015,11 +1014,81 @@ ROUTER_TEST_LATE(protobuf_packs_as_packed_does_with_binary_length_delimited_even
     if (ev[i])
       event__events__free_unpacked(ev[i], NULL);
   Event__Events *lv[2] = {NULL};
-  PS_CHECK_INT_EQ(delimited_events(&l, lv, 2), 1);
+  PS_CHECK_INT_EQ(delimited_events(l, lv, 2), 1);
   if (lv[0]) {
     PS_CHECK_STR_EQ(lv[0]->header->sessionid, "b");
     PS_CHECK_STR_EQ(lv[0]->events[0]->id, "b1-e1");
     event__events__free_unpacked(lv[0], NULL);
+  }
+}
+
+ROUTER_TEST_LATE(protobuf_packs_as_packed_does_with_binary_length_delimited_events, with_protobuf(), 0) {
+  fake_rec c, l;
+  run_a_b_a(fx, &c, &l, PS_CONTENT_TYPE_PACKED_PB);
+  if (ps_test__failed_current)
+    return;
+  check_a_b_a_delimited(&c, &l);
+}
+
+/*
+ * Pushes a batch of push_session's kind that kept its request (as dispatch does with PUBLISH_FORMAT=protobuf):
+ * the request is its message packed, plus, with extra, an unknown top-level field (number 15, 2 bytes). Then
+ * every event id in the message is changed to "<id>-unpacked": an id that reaches the broker with that suffix
+ * was packed again from the message, one without it was copied from the request.
+ */
+static void push_session_wire(fixture *fx, const char *session, const char *types, int extra) {
+  char ids[16];
+  snprintf(ids, sizeof ids, "b%d", fx->nb);
+  ps_batch *b = make_batch_ids(session, ids, types, &fx->s[fx->nb]);
+  fx->nb++;
+  size_t len = event__events__get_packed_size(b->msg);
+  uint8_t *w = ps_arena_alloc(b->arena, len + 4);
+  event__events__pack(b->msg, w);
+  if (extra) {
+    static const uint8_t field15[] = {15 << 3 | 2, 2, 'x', 'y'};
+    memcpy(w + len, field15, sizeof field15);
+    len += sizeof field15;
+  }
+  b->wire = w;
+  b->wire_len = len;
+  for (size_t i = 0; i < b->msg->n_events; i++) {
+    char id[80];
+    snprintf(id, sizeof id, "%s-unpacked", b->msg->events[i]->id);
+    b->msg->events[i]->id = arena_str(b->arena, id);
+  }
+  if (ps_queue_push(fx->q, b, ps_now_ns() + 1000000000LL) != 0)
+    abort();
+}
+
+/* With the requests kept, the events' own bytes are published: the same Events, per header and type, in order. */
+ROUTER_TEST_LATE(protobuf_publishes_the_requests_own_event_bytes, with_protobuf(), 0) {
+  push_session_wire(fx, "a", "C", 0);
+  push_session_wire(fx, "b", "CL", 0);
+  push_session_wire(fx, "a", "CC", 0);
+  run_queued(fx, 1500, 2);
+  if (ps_test__failed_current)
+    return;
+  fake_rec c = fake_rec_at(fx->f, 0), l = fake_rec_at(fx->f, 1);
+  PS_CHECK_STR_EQ(c.content_type, PS_CONTENT_TYPE_PACKED_PB);
+  check_a_b_a_delimited(&c, &l);
+}
+
+/* A request with a top-level field that is neither header nor events cannot be cut into records: its lot is
+   packed again from the messages, as without a request. */
+ROUTER_TEST_LATE(protobuf_packs_again_a_lot_whose_request_has_other_fields, with_protobuf(), 0) {
+  push_session_wire(fx, "a", "C", 0);
+  push_session_wire(fx, "a", "C", 1);
+  run_queued(fx, 1500, 1);
+  if (ps_test__failed_current)
+    return;
+  fake_rec c = fake_rec_at(fx->f, 0);
+  Event__Events *ev[2] = {NULL};
+  PS_CHECK_INT_EQ(delimited_events(&c, ev, 2), 1);
+  if (ev[0]) {
+    PS_CHECK_INT_EQ(ev[0]->n_events, 2);
+    PS_CHECK_STR_EQ(ev[0]->events[0]->id, "b0-e0-unpacked");
+    PS_CHECK_STR_EQ(ev[0]->events[1]->id, "b1-e0-unpacked");
+    event__events__free_unpacked(ev[0], NULL);
   }
 }
 
@@ -1830,6 +1899,8 @@ PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(packed_one_message_per_type_for_the_lot_one_line_per_header),
              PS_CASE(packed_messages_take_whole_lines_up_to_1000_events),
              PS_CASE(protobuf_packs_as_packed_does_with_binary_length_delimited_events),
+             PS_CASE(protobuf_publishes_the_requests_own_event_bytes),
+             PS_CASE(protobuf_packs_again_a_lot_whose_request_has_other_fields),
              PS_CASE(a_short_lot_waits_for_the_batch_that_fills_it),
              PS_CASE(without_lingering_a_short_lot_is_published_at_once),
              PS_CASE(a_short_lot_is_published_when_the_linger_ends),
