@@ -218,15 +218,14 @@ static int ps__serve(void) {
   ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);
   ps_router_options ro = {cfg.worker_pool_size, tc.event_exchange,   tc.dead_letter_exchange, PS_SKIPPED_QUEUE,
                           cfg.publish_window,    cfg.publish_confirm_timeout_ms, spool,
-                          cfg.publish_merge_batches, cfg.publish_packed, cfg.publish_linger_ms,
-                          cfg.publish_protobuf};
+                          cfg.publish_merge_batches, cfg.publish_as, cfg.publish_linger_ms};
   ps_router *router = ps_router_start(&ro, q, broker);
   ps_replay_options rpo = {broker, spool, cfg.publish_window, cfg.publish_confirm_timeout_ms,
                            tc.dead_letter_exchange, PS_SKIPPED_QUEUE};
   ps_replay *replay = spool ? ps_replay_start(&rpo) : NULL;
 
   ps_dispatch *dispatch = ps_dispatch_create(q, cfg.dispatch_timeout_ms, cfg.ack_confirmed);
-  ps_dispatch_keep_wire(dispatch, cfg.publish_protobuf);
+  ps_dispatch_keep_wire(dispatch, cfg.publish_as == PS_PUBLISH_PROTOBUF);
   if (spool) /* a queue full for DISPATCH_TIMEOUT_MS overflows into the spool before refusing calls */
     ps_dispatch_set_overflow(dispatch, ps__overflow, router);
   ps_metrics_gauge_fn("penstock_queue_depth", "", "batches in the queue between dispatch and the workers",

@@ -153,14 +153,6 @@ size_t ps_events_group(const Event__Events *msg, ps_event_group *groups,
   return ng;
 }
 
-size_t ps_pb_put_varint(uint8_t *p, uint64_t v) {
-  size_t k = 0;
-  for (; v >= 0x80; v >>= 7)
-    p[k++] = (uint8_t)(v | 0x80);
-  p[k++] = (uint8_t)v;
-  return k;
-}
-
 void ps_events_put_delimited(ps_buf *out, const Event__Events *msg) {
   size_t len = event__events__get_packed_size(msg);
   ps_buf_reserve(out, len + 10);

@@ -17,8 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/ps_arena.h"
 #include "codec/ps_pbjson.h"
+#include "core/ps_arena.h"
 #include "core/ps_buf.h"
 #include "eventservice.pb-c.h"
 
@@ -106,9 +106,6 @@ size_t ps_events_group(const Event__Events *msg, ps_event_group *groups,
  * one Events of a PS_CONTENT_TYPE_PACKED_PB message.
  */
 void ps_events_put_delimited(ps_buf *out, const Event__Events *msg);
-
-/** Writes v as a base-128 varint at p (10 bytes at most); returns how many bytes. */
-size_t ps_pb_put_varint(uint8_t *p, uint64_t v);
 
 /**
  * Splits the request b kept (b->wire) into its records: the header's into

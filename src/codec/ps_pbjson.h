@@ -74,6 +74,15 @@ int ps_pb_check_utf8(const ProtobufCMessage *msg, char *err, size_t errlen);
 int ps_pb_check_wire_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len, char *err,
                              size_t errlen);
 
+/**
+ * Reads the base-128 varint at *p (before end) into *v and moves *p past it.
+ * Returns 0, or -1 if it is cut short or longer than 10 bytes.
+ */
+int ps_pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
+
+/** Writes v as a base-128 varint at p (10 bytes at most); returns how many bytes. */
+size_t ps_pb_put_varint(uint8_t *p, uint64_t v);
+
 /** One top-level field of a serialized message: its number and where its whole record (key, length, value) is. */
 typedef struct ps_pb_record {
   uint32_t field;

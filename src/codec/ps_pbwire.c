@@ -222,6 +222,16 @@ int ps_pb_check_wire_strings(const ProtobufCMessageDescriptor *desc, const uint8
   return ps__walk(desc, data, data + len, 0, &ctx) ? 0 : PS_EINVAL;
 }
 
+int ps_pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) { return ps__varint(p, end, v); }
+
+size_t ps_pb_put_varint(uint8_t *p, uint64_t v) {
+  size_t k = 0;
+  for (; v >= 0x80; v >>= 7)
+    p[k++] = (uint8_t)(v | 0x80);
+  p[k++] = (uint8_t)v;
+  return k;
+}
+
 long ps_pb_records(const uint8_t *data, size_t len, ps_pb_record *out, size_t max) {
   const uint8_t *p = data, *end = data + len;
   size_t n = 0;

@@ -72,37 +72,30 @@ static int ps__parse_one(ps__events_decoder *dec, const char *json, size_t n, si
 /* Parses the length-delimited binary Events of a PS_CONTENT_TYPE_PACKED_PB message into dec->docs. */
 static int ps__parse_pb(ps__events_decoder *dec, const uint8_t *p, size_t n, ProtobufCAllocator *alloc, char *err,
                         size_t errlen) {
-  size_t off = 0;
-  for (size_t k = 1; off < n; k++) {
-    uint64_t len = 0;
-    int shift = 0;
-    for (;;) {
-      if (off == n || shift > 56) {
-        snprintf(err, errlen, "Events %zu: truncated or overlong length at byte %zu", k, off);
-        return PS_EINVAL;
-      }
-      uint8_t b = p[off++];
-      len |= (uint64_t)(b & 0x7f) << shift;
-      shift += 7;
-      if (!(b & 0x80))
-        break;
+  const uint8_t *at = p, *end = p + n;
+  for (size_t k = 1; at < end; k++) {
+    uint64_t len;
+    if (ps_pb_varint(&at, end, &len) != 0) {
+      snprintf(err, errlen, "Events %zu: truncated or overlong length at byte %zu", k, (size_t)(at - p));
+      return PS_EINVAL;
     }
-    if (len > n - off) {
-      snprintf(err, errlen, "Events %zu: %llu bytes announced, %zu left", k, (unsigned long long)len, n - off);
+    if (len > (uint64_t)(end - at)) {
+      snprintf(err, errlen, "Events %zu: %llu bytes announced, %zu left", k, (unsigned long long)len,
+               (size_t)(end - at));
       return PS_EINVAL;
     }
     char why[256];
-    if (ps_pb_check_wire_strings(&event__events__descriptor, p + off, (size_t)len, why, sizeof why) != 0) {
+    if (ps_pb_check_wire_strings(&event__events__descriptor, at, (size_t)len, why, sizeof why) != 0) {
       snprintf(err, errlen, "Events %zu: %s", k, why);
       return PS_EINVAL;
     }
-    ProtobufCMessage *m = protobuf_c_message_unpack(&event__events__descriptor, alloc, (size_t)len, p + off);
+    ProtobufCMessage *m = protobuf_c_message_unpack(&event__events__descriptor, alloc, (size_t)len, at);
     if (!m) {
       snprintf(err, errlen, "Events %zu: not a valid binary Events", k);
       return PS_EINVAL;
     }
     ps__add_doc(dec, m);
-    off += (size_t)len;
+    at += len;
   }
   return 0;
 }

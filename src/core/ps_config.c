@@ -309,10 +309,12 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
   if (cfg->embedded && !*cfg->data_dir)
     return ps__fail(err, errlen, "DATA_DIR: must not be empty in embedded mode");
   if (strcasecmp(cfg->publish_format, "packed") == 0)
-    cfg->publish_packed = 1;
+    cfg->publish_as = PS_PUBLISH_PACKED;
   else if (strcasecmp(cfg->publish_format, "protobuf") == 0)
-    cfg->publish_packed = cfg->publish_protobuf = 1;
-  else if (strcasecmp(cfg->publish_format, "events") != 0)
+    cfg->publish_as = PS_PUBLISH_PROTOBUF;
+  else if (strcasecmp(cfg->publish_format, "events") == 0)
+    cfg->publish_as = PS_PUBLISH_EVENTS;
+  else
     return ps__fail(err, errlen, "PUBLISH_FORMAT=%s: expected events, packed or protobuf", cfg->publish_format);
   if (strcmp(cfg->queue_type, "classic") && strcmp(cfg->queue_type, "quorum"))
     return ps__fail(err, errlen, "QUEUE_TYPE=%s: expected classic or quorum", cfg->queue_type);
@@ -321,7 +323,7 @@ int ps_config_load(ps_config *cfg, const char *dir, char *err, size_t errlen) {
     cfg->worker_pool_size = (int)(cores < 1024 ? cores : 1024);
   }
   if (cfg->publish_linger_ms == PS__UNSET)
-    cfg->publish_linger_ms = cfg->publish_packed ? 2 : 0;
+    cfg->publish_linger_ms = cfg->publish_as != PS_PUBLISH_EVENTS ? 2 : 0;
   if (strcasecmp(cfg->ack_mode, "confirmed") == 0)
     cfg->ack_confirmed = 1;
   else if (strcasecmp(cfg->ack_mode, "enqueued") != 0)

@@ -15,6 +15,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* What the workers publish (PUBLISH_FORMAT): one JSON Events per message (the original's format), or, per type
+   and lot, one Events per header as JSON lines (packed) or as length-delimited binary (protobuf). */
+typedef enum { PS_PUBLISH_EVENTS, PS_PUBLISH_PACKED, PS_PUBLISH_PROTOBUF } ps_publish_format;
+
 typedef struct ps_config {
   char *env;
   int port;
@@ -27,8 +31,7 @@ typedef struct ps_config {
   char *ack_mode;          /* ACK_MODE: confirmed, enqueued */
   int ack_confirmed;       /* resolved from ack_mode (not a setting) */
   char *publish_format;    /* PUBLISH_FORMAT: events, packed, protobuf */
-  int publish_packed;      /* resolved from publish_format (not a setting): packed or protobuf */
-  int publish_protobuf;    /* resolved from publish_format (not a setting): protobuf */
+  ps_publish_format publish_as; /* resolved from publish_format (not a setting) */
   int publish_merge_batches; /* PUBLISH_MERGE_BATCHES: batches published together, at most */
   int publish_linger_ms;   /* PUBLISH_LINGER_MS: wait for a lot to fill (default from the format) */
   int publish_window;      /* PUBLISH_CONFIRM_WINDOW: unconfirmed messages per worker */

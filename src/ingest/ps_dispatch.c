@@ -307,7 +307,7 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
   b->wire = NULL;
   b->wire_len = 0;
   if (d->keep_wire) {
-    uint8_t *w = ps_arena_alloc(arena, len ? len : 1);
+    uint8_t *w = ps_arena_alloc(arena, len);
     memcpy(w, data, len);
     b->wire = w;
     b->wire_len = len;

@@ -482,9 +482,9 @@ static void ps__emit_body(ps_router *r, ps__scratch *s, const char *type_name, s
   ps_message m = {
       .exchange = r->opt.exchange,
       .routing_key = type_name,
-      .content_type = r->opt.protobuf ? PS_CONTENT_TYPE_PACKED_PB
-                      : r->opt.packed ? PS_CONTENT_TYPE_PACKED
-                                      : "application/json",
+      .content_type = r->opt.format == PS_PUBLISH_PROTOBUF ? PS_CONTENT_TYPE_PACKED_PB
+                      : r->opt.format == PS_PUBLISH_PACKED ? PS_CONTENT_TYPE_PACKED
+                                                           : "application/json",
       .message_id = id,
       .timestamp = lead->received_unix,
       .persistent = 1,
@@ -599,17 +599,22 @@ static int ps__lot_records(ps__scratch *s, ps_batch **bs, size_t n, ps_pb_record
   return 0;
 }
 
-/* Of ps__lot_records' events, those of type t in the batches of header class c: how many, and (put) appended to
-   s->body as one Events preceded by its length: the class's header record, then each event's, batch after batch.
-   Returns how many. */
-static size_t ps__records_of(ps__scratch *s, const ps__lot_view *v, size_t c, const char *t, const ps_pb_record *hs,
-                             const size_t *first, int put) {
-  size_t m = 0, bytes = hs[c].len;
+/* Of ps__lot_records' events, those of type t in the batches of header class c: how many, and in *bytes the
+   size of the Events they make with the class's header. */
+static size_t ps__records_of(const ps__scratch *s, const ps__lot_view *v, size_t c, const char *t,
+                             const ps_pb_record *hs, const size_t *first, size_t *bytes) {
+  size_t m = 0;
+  *bytes = hs[c].len;
   for (size_t i = c; i < v->n; i++)
     if (v->cls[i] == c)
-      m += ps_events_records_size(s->rec + first[i], s->etype + first[i], v->bs[i]->msg->n_events, t, &bytes);
-  if (!put || !m)
-    return m;
+      m += ps_events_records_size(s->rec + first[i], s->etype + first[i], v->bs[i]->msg->n_events, t, bytes);
+  return m;
+}
+
+/* Appends that Events (bytes from ps__records_of) to s->body, preceded by its length: the class's header record,
+   then each event record of type t, batch after batch. */
+static void ps__put_records(ps__scratch *s, const ps__lot_view *v, size_t c, const char *t, const ps_pb_record *hs,
+                            const size_t *first, size_t bytes) {
   ps_buf_reserve(&s->body, bytes + 10);
   uint8_t *p = (uint8_t *)s->body.data + s->body.len;
   p += ps_pb_put_varint(p, bytes);
@@ -621,7 +626,6 @@ static size_t ps__records_of(ps__scratch *s, const ps__lot_view *v, size_t c, co
                                  v->bs[i]->msg->n_events, t);
   s->body.len = (size_t)(p - (uint8_t *)s->body.data);
   s->body.data[s->body.len] = '\0';
-  return m;
 }
 
 /*
@@ -688,7 +692,7 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
   Event__Event **merged = s->ev + total;
   ps__lot_view v = {bs, n, ntypes, ng, cls};
   ps__lot_out o = {r, s, NULL, NULL, merged, bs[0], who, msgno, emit, ctx};
-  if (!r->opt.packed) {
+  if (r->opt.format == PS_PUBLISH_EVENTS) {
     for (size_t c = 0; c < n; c++) {
       if (cls[c] != c)
         continue;
@@ -707,7 +711,8 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
      PS__MERGE_MAX_EVENTS events. */
   ps_pb_record hs[PS__LOT_MAX];
   size_t first[PS__LOT_MAX];
-  int records = r->opt.protobuf && ps__lot_records(s, bs, n, hs, first) == 0;
+  int protobuf = r->opt.format == PS_PUBLISH_PROTOBUF;
+  int records = protobuf && ps__lot_records(s, bs, n, hs, first) == 0;
   size_t nt = ps__types_of(&v, s, SIZE_MAX);
   for (size_t k = 0; k < nt; k++) {
     size_t events = 0;
@@ -715,7 +720,8 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
     for (size_t c = 0; c < n; c++) {
       if (cls[c] != c)
         continue;
-      size_t m = records ? ps__records_of(s, &v, c, s->types[k], hs, first, 0)
+      size_t bytes = 0;
+      size_t m = records ? ps__records_of(s, &v, c, s->types[k], hs, first, &bytes)
                          : ps__gather(&v, s, c, s->types[k], merged, NULL, NULL);
       if (!m)
         continue;
@@ -725,8 +731,8 @@ static void ps__lot_messages(ps_router *r, ps__scratch *s, ps_batch **bs, size_t
         events = 0;
       }
       if (records) {
-        ps__records_of(s, &v, c, s->types[k], hs, first, 1);
-      } else if (r->opt.protobuf) {
+        ps__put_records(s, &v, c, s->types[k], hs, first, bytes);
+      } else if (protobuf) {
         Event__Events part = *bs[c]->msg;
         part.n_events = m;
         part.events = merged;

@@ -23,6 +23,7 @@
 
 #include "broker/ps_broker.h"
 #include "codec/ps_events.h"
+#include "core/ps_config.h"
 #include "queue/ps_queue.h"
 #include "spool/ps_spool.h"
 
@@ -41,12 +42,11 @@ typedef struct ps_router_options {
   ps_spool *spool;        /* where messages go while the broker is unreachable; NULL: none */
   int merge_batches;      /* batches a worker takes from the queue at once and publishes in shared
                              messages (PUBLISH_MERGE_BATCHES, 1..64; 1: each batch on its own) */
-  int packed;             /* PUBLISH_FORMAT=packed: one message per type for the whole lot, one Events
-                             per header in it, a line each (PS_CONTENT_TYPE_PACKED) */
+  ps_publish_format format; /* PUBLISH_FORMAT: events, or for packed and protobuf one message per type for
+                               the whole lot, one Events per header in it, a JSON line each
+                               (PS_CONTENT_TYPE_PACKED) or length-delimited binary (PS_CONTENT_TYPE_PACKED_PB) */
   int linger_ms;          /* PUBLISH_LINGER_MS: how long a worker that popped fewer than merge_batches
                              batches waits for more before publishing them (0: it does not wait) */
-  int protobuf;           /* with packed, PUBLISH_FORMAT=protobuf: the Events of a message are binary,
-                             length-delimited (PS_CONTENT_TYPE_PACKED_PB), not lines of JSON */
 } ps_router_options;
 
 /**

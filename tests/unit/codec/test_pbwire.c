@@ -2,8 +2,10 @@
  * Unit tests of ps_pb_check_wire_strings: U+0000 and bad UTF-8 found at any
  * depth, with the field's path (its list indices counted on the wire, other
  * fields and unknown ones in between), in strings of every length with the
- * bad byte at every position.
+ * bad byte at every position. And of the wire helpers: varints both ways,
+ * and ps_pb_records splitting a message into its top-level records.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,7 +182,56 @@ PS_TEST(every_length_and_position) {
       }
 }
 
+/* Varints round-trip at every length (1 to 10 bytes); one cut short or longer than 10 bytes is refused. */
+PS_TEST(varints_round_trip_and_bad_ones_are_refused) {
+  static const uint64_t values[] = {0, 1, 127, 128, 300, 16383, 16384, (1ull << 35) + 5, UINT64_MAX};
+  static const size_t sizes[] = {1, 1, 1, 2, 2, 2, 3, 6, 10};
+  for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+    uint8_t b[10];
+    size_t k = ps_pb_put_varint(b, values[i]);
+    PS_CHECK_INT_EQ(k, sizes[i]);
+    const uint8_t *p = b;
+    uint64_t v = 0;
+    PS_CHECK_INT_EQ(ps_pb_varint(&p, b + k, &v), 0);
+    PS_CHECK(v == values[i] && p == b + k);
+    p = b;
+    if (k > 1)
+      PS_CHECK_INT_EQ(ps_pb_varint(&p, b + k - 1, &v), -1); /* cut short */
+  }
+  static const uint8_t eleven[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+  const uint8_t *p = eleven;
+  uint64_t v;
+  PS_CHECK_INT_EQ(ps_pb_varint(&p, eleven + sizeof eleven, &v), -1);
+}
+
+/* ps_pb_records: each top-level record whole (key, length, value), in order; refused when a record is not
+   length-delimited, runs past the end, or there are more than max. */
+PS_TEST(records_are_the_top_level_fields_whole) {
+  size_t len;
+  uint8_t *b = pack("s", "k", 1, &len);
+  ps_pb_record r[4];
+  PS_CHECK_INT_EQ(ps_pb_records(b, len, r, 4), 3); /* header, two events */
+  PS_CHECK_INT_EQ(r[0].field, 4);
+  PS_CHECK_INT_EQ(r[1].field, 5);
+  PS_CHECK_INT_EQ(r[2].field, 5);
+  PS_CHECK_INT_EQ(r[0].off, 0);
+  PS_CHECK_INT_EQ(r[1].off, r[0].len);
+  PS_CHECK_INT_EQ(r[2].off, r[1].off + r[1].len);
+  PS_CHECK_INT_EQ(r[2].off + r[2].len, len);
+  Event__Event *e1 = event__event__unpack(NULL, r[2].len - 2, b + r[2].off + 2); /* key, one-byte length */
+  PS_CHECK(e1 && strcmp(e1->id, "b") == 0);
+  if (e1)
+    event__event__free_unpacked(e1, NULL);
+  PS_CHECK_INT_EQ(ps_pb_records(b, len, r, 2), -1);      /* more than max */
+  PS_CHECK_INT_EQ(ps_pb_records(b, len - 1, r, 4), -1);  /* the last one runs past the end */
+  static const uint8_t varint_field[] = {1 << 3 | 0, 7}; /* field 1, wire type 0 */
+  PS_CHECK_INT_EQ(ps_pb_records(varint_field, sizeof varint_field, r, 4), -1);
+  PS_CHECK_INT_EQ(ps_pb_records(b, 0, r, 4), 0);
+  free(b);
+}
+
 PS_TEST_MAIN(PS_CASE(valid_message_passes), PS_CASE(nul_in_a_map_key_is_found_with_its_path),
              PS_CASE(bad_utf8_is_found), PS_CASE(malformed_bytes_are_left_to_the_unpacker),
              PS_CASE(index_counts_only_that_fields_occurrences), PS_CASE(nul_is_reported_before_bad_utf8),
-             PS_CASE(every_length_and_position))
+             PS_CASE(every_length_and_position), PS_CASE(varints_round_trip_and_bad_ones_are_refused),
+             PS_CASE(records_are_the_top_level_fields_whole))

@@ -48,7 +48,7 @@ PS_TEST(defaults) {
   PS_CHECK_INT_EQ(c.shutdown_timeout_ms, 30000);
   PS_CHECK_INT_EQ(c.publish_merge_batches, 16);
   PS_CHECK_STR_EQ(c.publish_format, "events");
-  PS_CHECK_INT_EQ(c.publish_packed, 0);
+  PS_CHECK_INT_EQ(c.publish_as, PS_PUBLISH_EVENTS);
   PS_CHECK_STR_EQ(c.queue_type, "classic");
   ps_config_free(&c);
 }
@@ -73,12 +73,13 @@ PS_TEST(invalid_values_name_the_variable) {
   }
 }
 
-/* PUBLISH_FORMAT: events (neither flag), packed (packed), protobuf (packed and protobuf). */
-PS_TEST(publish_format_sets_packed_and_protobuf) {
+/* PUBLISH_FORMAT: the names of the three formats, in any case. */
+PS_TEST(publish_format_names_the_format) {
   static const struct {
     const char *format;
-    int packed, protobuf;
-  } cases[] = {{"events", 0, 0}, {"packed", 1, 0}, {"protobuf", 1, 1}, {"PROTOBUF", 1, 1}};
+    ps_publish_format as;
+  } cases[] = {{"events", PS_PUBLISH_EVENTS}, {"packed", PS_PUBLISH_PACKED}, {"protobuf", PS_PUBLISH_PROTOBUF},
+               {"PROTOBUF", PS_PUBLISH_PROTOBUF}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     clear_env();
     setenv("PUBLISH_FORMAT", cases[i].format, 1);
@@ -87,8 +88,7 @@ PS_TEST(publish_format_sets_packed_and_protobuf) {
     int rc = ps_config_load(&c, dir, err, sizeof err);
     clear_env();
     PS_CHECK_MSG(rc == 0, "%s: %s", cases[i].format, err);
-    PS_CHECK_MSG(c.publish_packed == cases[i].packed && c.publish_protobuf == cases[i].protobuf, "%s: %d %d",
-                 cases[i].format, c.publish_packed, c.publish_protobuf);
+    PS_CHECK_MSG(c.publish_as == cases[i].as, "%s: %d", cases[i].format, (int)c.publish_as);
     ps_config_free(&c);
   }
 }
@@ -226,7 +226,7 @@ int main(int argc, char **argv) {
   if (!mkdtemp(dir))
     return 1;
   static const ps_test_case cases[] = {
-      PS_CASE(defaults), PS_CASE(invalid_values_name_the_variable), PS_CASE(queue_type_is_classic_or_quorum), PS_CASE(publish_format_sets_packed_and_protobuf),
+      PS_CASE(defaults), PS_CASE(invalid_values_name_the_variable), PS_CASE(queue_type_is_classic_or_quorum), PS_CASE(publish_format_names_the_format),
       PS_CASE(publish_linger_defaults_by_format_and_is_bounded), PS_CASE(sizes_take_suffixes),
       PS_CASE(dotenv_file_by_env_and_real_environment_wins), PS_CASE(dotenv_syntax),
       PS_CASE(reference_lists_every_setting), PS_CASE(print_redacts_secrets)};

@@ -924,7 +924,7 @@ ROUTER_TEST_LATE(a_lot_given_up_at_the_deadline_refuses_every_batch_of_it, with_
 
 static ps_router_options with_packed_lot(int merge_batches) {
   ps_router_options o = with_merge(merge_batches);
-  o.packed = 1;
+  o.format = PS_PUBLISH_PACKED;
   return o;
 }
 
@@ -966,7 +966,7 @@ ROUTER_TEST_LATE(packed_one_message_per_type_for_the_lot_one_line_per_header, wi
 
 static ps_router_options with_protobuf(void) {
   ps_router_options o = with_packed_lot(16);
-  o.protobuf = 1;
+  o.format = PS_PUBLISH_PROTOBUF;
   return o;
 }
 
