@@ -119,6 +119,17 @@ $(BUILD)/bench/hotpath: bench/hotpath.c $(LIB_OBJ)
 	@echo '  LD     $@'
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDFLAGS) $(LDLIBS)
 
+# The idle-memory floor (bench/idle-floor.c): penstock's libraries, initialised, and nothing else; bench/compare
+# reads its RSS beside penstock's idle RSS. Linked with exactly the shared libraries penstock's binary names
+# (its NEEDED entries, read back from it), so that the loader maps the same set.
+.PHONY: bench-idle-floor
+bench-idle-floor: $(BUILD)/bench/idle-floor
+$(BUILD)/bench/idle-floor: bench/idle-floor.c $(BUILD)/penstock
+	@mkdir -p $(dir $@)
+	@echo '  LD     $@'
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -Wl,--no-as-needed \
+	  $$(readelf -d $(BUILD)/penstock | sed -n 's/.*Shared library: \[\(.*\)\]/-l:\1/p')
+
 deps:
 	scripts/install-deps
 
@@ -144,7 +155,7 @@ test-sanitize:
 	tests/run-unit build-tsan
 
 # End-to-end tests against real RabbitMQ and ClickHouse, started on loopback for the run.
-test-integration: all
+test-integration: all $(BUILD)/bench/idle-floor
 	tests/run-integration $(BUILD)
 
 # Fault injection under load (RabbitMQ and ClickHouse outages, HTTP target 503s, penstock SIGTERM/SIGKILL),
@@ -153,8 +164,8 @@ test-faults: all
 	tests/faults/run $(BUILD)
 
 # What CI runs: everything, with one summary line at the end.
-test: unit-bins
-	$(MAKE) SAN=address unit-bins
+test: unit-bins $(BUILD)/bench/idle-floor
+	$(MAKE) SAN=address unit-bins bench-idle-floor
 	$(MAKE) SAN=thread unit-bins
 	tests/run-all $(BUILD)
 

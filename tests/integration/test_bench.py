@@ -5,14 +5,20 @@ and `accepted` equals the server's penstock_events_accepted_total delta; --json 
 --timeline and --cdf are well-formed CSV that agree with the report. Open loop at 2000 events/s for 3 s
 achieves the rate within 10%. Calls the server refuses are reported and the exit code stays 0; a bad --mix
 exits 2; an unreachable server exits 1; the progress line shows on a terminal only, once a second.
+bench/idle-floor, whose RSS bench/compare prints under penstock's idle RSS, maps the shared objects an idle
+penstock maps, accepts a gRPC connection and exits 0 on SIGTERM.
 """
 
 import csv
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import time
+
+import grpc
 
 import pstest
 
@@ -250,3 +256,38 @@ def test_progress_line_on_a_terminal_only(penstock_proc, db):
     assert int(m.group(1)) == 2 and 800 <= int(m.group(2)) <= 1200 and int(m.group(4)) == 0, draws[1]
     assert "\r" not in out.decode(), "the report on stdout carries no progress line"
     p.stop()
+
+
+IDLE_FLOOR_BIN = os.path.join(os.path.dirname(pstest.PENSTOCK_BIN), "bench", "idle-floor")
+
+
+def shared_objects(pid):
+    """The shared objects mapped into process PID, by file name."""
+    with open("/proc/%d/maps" % pid) as f:
+        paths = {line.split()[5] for line in f if len(line.split()) > 5}
+    return {os.path.basename(q) for q in paths if ".so" in os.path.basename(q)}
+
+
+def test_idle_floor_maps_what_idle_penstock_maps(penstock_proc, db):
+    assert os.access(IDLE_FLOOR_BIN, os.X_OK), "%s missing: make bench-idle-floor" % IDLE_FLOOR_BIN
+    p = penstock_proc(db=db)
+    port = pstest.free_port()
+    floor = subprocess.Popen([IDLE_FLOOR_BIN, "127.0.0.1:%d" % port], stdout=subprocess.PIPE, text=True)
+    try:
+        line = floor.stdout.readline()
+        assert line == "ready port=%d\n" % port, line
+        pstest.poll(lambda: pstest.port_open(port), 10, what="idle-floor to listen")
+        # A real gRPC client completes the HTTP/2 handshake with it.
+        with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
+            grpc.channel_ready_future(ch).result(timeout=10)
+        mine, its = shared_objects(floor.pid), shared_objects(p.proc.pid)
+        # penstock may load more at run time (name-service modules and the like), never fewer.
+        assert mine <= its, "idle-floor maps what penstock does not: %s" % sorted(mine - its)
+        linked = {n for n in its if not n.startswith(("libnss_", "libresolv"))}
+        assert linked <= mine, "penstock maps what idle-floor does not: %s" % sorted(linked - mine)
+        floor.send_signal(signal.SIGTERM)
+        assert floor.wait(timeout=30) == 0
+    finally:
+        if floor.poll() is None:
+            floor.kill()
+            floor.wait()
