@@ -216,12 +216,25 @@ static int ps__serve(void) {
   }
 
   ps_queue *q = ps_queue_create((size_t)cfg.queue_capacity);
-  ps_router_options ro = {cfg.worker_pool_size, tc.event_exchange,   tc.dead_letter_exchange, PS_SKIPPED_QUEUE,
-                          cfg.publish_window,    cfg.publish_confirm_timeout_ms, spool,
-                          cfg.publish_merge_batches, cfg.publish_as, cfg.publish_linger_ms};
+  ps_router_options ro = {.workers = cfg.worker_pool_size,
+                          .exchange = tc.event_exchange,
+                          .dead_letter_exchange = tc.dead_letter_exchange,
+                          .skipped_key = PS_SKIPPED_QUEUE,
+                          .window = cfg.publish_window,
+                          .window_bytes = (size_t)cfg.publish_window_bytes,
+                          .confirm_timeout_ms = cfg.publish_confirm_timeout_ms,
+                          .spool = spool,
+                          .merge_batches = cfg.publish_merge_batches,
+                          .format = cfg.publish_as,
+                          .linger_ms = cfg.publish_linger_ms};
   ps_router *router = ps_router_start(&ro, q, broker);
-  ps_replay_options rpo = {broker, spool, cfg.publish_window, cfg.publish_confirm_timeout_ms,
-                           tc.dead_letter_exchange, PS_SKIPPED_QUEUE};
+  ps_replay_options rpo = {.broker = broker,
+                           .spool = spool,
+                           .window = cfg.publish_window,
+                           .window_bytes = (size_t)cfg.publish_window_bytes,
+                           .confirm_timeout_ms = cfg.publish_confirm_timeout_ms,
+                           .dead_letter_exchange = tc.dead_letter_exchange,
+                           .skipped_key = PS_SKIPPED_QUEUE};
   ps_replay *replay = spool ? ps_replay_start(&rpo) : NULL;
 
   ps_dispatch *dispatch = ps_dispatch_create(q, cfg.dispatch_timeout_ms, cfg.ack_confirmed);

@@ -36,6 +36,8 @@ static const ps_setting ps__settings[] = {
      "When dispatch answers SUCCESS: confirmed (once RabbitMQ confirmed every event of the batch, or they are on disk in the spool) or enqueued (once the batch is in the in-memory queue: faster, but a crash loses what the queue held)."},
     {"PUBLISH_CONFIRM_WINDOW", PS_SETTING_INT, OFF(publish_window), "256", 1, 65535, 0,
      "Messages each worker may have published and not yet confirmed by RabbitMQ."},
+    {"PUBLISH_CONFIRM_WINDOW_BYTES", PS_SETTING_BYTES, OFF(publish_window_bytes), "8M", 0, 1LL << 40, 0,
+     "Bytes of message bodies each worker may have published and not yet confirmed (one message always fits, however large): with PUBLISH_CONFIRM_WINDOW, what bounds a worker's memory whatever the size of its messages. 0: no bound but PUBLISH_CONFIRM_WINDOW."},
     {"PUBLISH_MERGE_BATCHES", PS_SETTING_INT, OFF(publish_merge_batches), "16", 1, 64, 0,
      "Batches a worker takes from the queue at once, at most, and publishes together: the events of one type from batches with the same header go in one message (up to 1000 events). 1: one message per type per batch, as the original service."},
     {"PUBLISH_FORMAT", PS_SETTING_STRING, OFF(publish_format), "events", 0, 0, 0,

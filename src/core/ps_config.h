@@ -35,6 +35,7 @@ typedef struct ps_config {
   int publish_merge_batches; /* PUBLISH_MERGE_BATCHES: batches published together, at most */
   int publish_linger_ms;   /* PUBLISH_LINGER_MS: wait for a lot to fill (default from the format) */
   int publish_window;      /* PUBLISH_CONFIRM_WINDOW: unconfirmed messages per worker */
+  long long publish_window_bytes; /* PUBLISH_CONFIRM_WINDOW_BYTES: their bodies' bytes (0: no bound) */
   int publish_confirm_timeout_ms;
   char *spool_dir;         /* "": DATA_DIR/spool */
   long long spool_max_bytes; /* 0: no spool */

@@ -49,17 +49,20 @@ static const char *ps__at(const ps_buf *b, size_t off) { return off == SIZE_MAX 
 static ps_inflight_entry *ps__fill(ps_inflight_entry *e, uint64_t seq, const ps_message *m, void *ref);
 
 ps_inflight_entry *ps_inflight_push(ps_inflight *f, uint64_t seq, const ps_message *m, void *ref) {
-  if (f->n == f->cap || m->nheaders > PS_INFLIGHT_MAX_HEADERS)
+  if (ps_inflight_full(f) || m->nheaders > PS_INFLIGHT_MAX_HEADERS)
     abort(); /* the callers check both: a bug otherwise */
   ps_inflight_entry *e = &f->e[(f->head + f->n) % f->cap];
   f->n++;
+  f->bytes += m->len;
   return ps__fill(e, seq, m, ref);
 }
 
 ps_inflight_entry *ps_inflight_replace_head(ps_inflight *f, uint64_t seq, const ps_message *m, void *ref) {
   if (!f->n || m->nheaders > PS_INFLIGHT_MAX_HEADERS)
     abort();
-  return ps__fill(ps_inflight_at(f, 0), seq, m, ref);
+  ps_inflight_entry *e = ps_inflight_at(f, 0);
+  f->bytes = f->bytes - e->m.len + m->len;
+  return ps__fill(e, seq, m, ref);
 }
 
 static ps_inflight_entry *ps__fill(ps_inflight_entry *e, uint64_t seq, const ps_message *m, void *ref) {
@@ -133,6 +136,10 @@ ps_inflight_entry *ps_inflight_dead_letter_head(ps_inflight *f, const char *dlx,
 void ps_inflight_pop(ps_inflight *f) {
   if (!f->n)
     return;
+  ps_inflight_entry *e = ps_inflight_at(f, 0);
+  f->bytes -= e->m.len;
+  if (f->max_bytes && e->store.cap > f->max_bytes / f->cap)
+    ps_buf_free(&e->store);
   f->head = (f->head + 1) % f->cap;
   f->n--;
 }

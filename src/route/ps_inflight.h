@@ -5,8 +5,14 @@
  * A publisher in confirm mode keeps every message here until its confirmation
  * arrives, so that a refused message or one left unconfirmed by a lost
  * connection can be published again or written to the spool: nothing is
- * dropped for want of its bytes. The window is bounded (cap entries); slots
- * and their buffers are reused, so a steady stream allocates nothing.
+ * dropped for want of its bytes. The window is bounded by a number of entries
+ * (cap) and, optionally, by the bytes of their bodies (max_bytes): it is full
+ * at cap entries, or once the bodies it holds reach max_bytes (one message,
+ * however large, always fits in an empty window). Slots and their buffers are
+ * reused, so a steady stream allocates nothing; with max_bytes set, a slot does
+ * not keep a buffer larger than its share (max_bytes / cap) once its message
+ * leaves, so what the window holds stays within about twice max_bytes
+ * whatever the size of the messages.
  *
  * Also here: a message's spool record (penstock.spool.Message, proto/spool.proto)
  * and back.
@@ -41,14 +47,22 @@ typedef struct ps_inflight_entry {
 typedef struct ps_inflight {
   ps_inflight_entry *e;
   size_t cap, head, n;
+  size_t max_bytes; /* 0: bounded by cap only */
+  size_t bytes;     /* bodies of the entries in the window */
 } ps_inflight;
 
-/** An empty window of cap (>= 1) entries. Aborts on OOM. */
+/** An empty window of cap (>= 1) entries, no byte bound. Aborts on OOM. */
 void ps_inflight_init(ps_inflight *f, size_t cap);
 void ps_inflight_free(ps_inflight *f);
 
+/** Bounds the window by the bytes of the bodies in it too (0: no byte bound). */
+static inline void ps_inflight_set_max_bytes(ps_inflight *f, size_t max_bytes) { f->max_bytes = max_bytes; }
+
 static inline size_t ps_inflight_count(const ps_inflight *f) { return f->n; }
-static inline int ps_inflight_full(const ps_inflight *f) { return f->n == f->cap; }
+static inline size_t ps_inflight_bytes(const ps_inflight *f) { return f->bytes; }
+static inline int ps_inflight_full(const ps_inflight *f) {
+  return f->n == f->cap || (f->max_bytes && f->n && f->bytes >= f->max_bytes);
+}
 
 /** The i-th entry, oldest first (i < count). */
 static inline ps_inflight_entry *ps_inflight_at(ps_inflight *f, size_t i) {
@@ -75,7 +89,7 @@ ps_inflight_entry *ps_inflight_replace_head(ps_inflight *f, uint64_t seq, const 
  */
 ps_inflight_entry *ps_inflight_dead_letter_head(ps_inflight *f, const char *dlx, const char *key, ps_buf *scratch);
 
-/** Removes the oldest entry (its buffer is kept for reuse). */
+/** Removes the oldest entry; its buffer is kept for reuse, unless larger than a slot's share of max_bytes. */
 void ps_inflight_pop(ps_inflight *f);
 
 /**

@@ -24,6 +24,7 @@ typedef struct ps_replay_options {
   int confirm_timeout_ms;           /* a publish unconfirmed this long drops the connection */
   const char *dead_letter_exchange; /* unroutable messages go there, with routing key skipped_key */
   const char *skipped_key;
+  size_t window_bytes;              /* bodies' bytes of the unconfirmed messages at most (0: no bound) */
 } ps_replay_options;
 
 /** Starts the replay thread; everything in opt is borrowed until stop. Aborts on OOM. */

@@ -47,6 +47,8 @@ typedef struct ps_router_options {
                                (PS_CONTENT_TYPE_PACKED) or length-delimited binary (PS_CONTENT_TYPE_PACKED_PB) */
   int linger_ms;          /* PUBLISH_LINGER_MS: how long a worker that popped fewer than merge_batches
                              batches waits for more before publishing them (0: it does not wait) */
+  size_t window_bytes;    /* bodies' bytes of the unconfirmed messages per worker (PUBLISH_CONFIRM_WINDOW_BYTES;
+                             0: bounded by window only) */
 } ps_router_options;
 
 /**

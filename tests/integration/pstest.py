@@ -30,6 +30,7 @@ import math
 import os
 import pty
 import random
+import re
 import shutil
 import signal
 import select
@@ -60,7 +61,17 @@ DISPATCH_METHOD = "/event.EventService/dispatch"
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 
 # Every variable penstock reads: none of them leaks from the caller's
-# environment into a penstock under test unless a test sets it.
+# environment into a penstock under test unless a test sets it. The settings
+# table of the README (generated from penstock's own list, and checked by
+# scripts/config-doc --check) names them all; the list below adds the ones the
+# built-in topology and the failpoints read.
+def _readme_settings():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    table = text[text.index("<!-- BEGIN CONFIG -->"):text.index("<!-- END CONFIG -->")]
+    return re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", table, re.M)
+
+
 PENSTOCK_VARS = (
     "PORT", "GRPC_MAX_RECV_BYTES", "GRPC_THREADS", "EVENT_BUFFERED_CHANNEL_SIZE", "DISPATCH_TIMEOUT_MS",
     "EVENT_WORKER_POOL_SIZE", "EVENT_EXCHANGE", "RABBITMQ_URL", "CONSUMERS_PER_QUEUE", "CONSUMER_PREFETCH",
@@ -71,6 +82,7 @@ PENSTOCK_VARS = (
     "PENSTOCK_MODE", "DATA_DIR", "ACK_MODE", "PUBLISH_CONFIRM_WINDOW", "PUBLISH_CONFIRM_TIMEOUT_MS", "SPOOL_DIR",
     "SPOOL_MAX_BYTES", "SPOOL_FSYNC",
 )
+PENSTOCK_VARS = tuple(sorted(set(PENSTOCK_VARS) | set(_readme_settings())))
 # Set by a service manager: a test shell running under systemd must not hand them to a penstock under test.
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 DEFAULT_SHUTDOWN_MS = 20000

@@ -258,7 +258,8 @@ def test_confirmed_success_means_published(penstock_proc):
 
 
 @pytest.mark.parametrize("var,value", [("ACK_MODE", "maybe"), ("SPOOL_FSYNC", "sometimes"),
-                                       ("PUBLISH_CONFIRM_WINDOW", "0"), ("SPOOL_MAX_BYTES", "lots")])
+                                       ("PUBLISH_CONFIRM_WINDOW", "0"), ("SPOOL_MAX_BYTES", "lots"),
+                                       ("PUBLISH_CONFIRM_WINDOW_BYTES", "-1"), ("PUBLISH_CONFIRM_WINDOW_BYTES", "8X")])
 def test_invalid_delivery_settings_stop_startup(penstock_proc, var, value):
     p = penstock_proc(env={var: value}, wait=False)
     rc = p.wait_exit(10)

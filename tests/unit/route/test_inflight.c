@@ -105,6 +105,79 @@ PS_TEST(push_pop_at_keep_publish_order_across_wrap_around) {
   ps_inflight_free(&f);
 }
 
+/* A message whose body is n bytes of c (n < 4096), with an id. */
+static ps_message msg_body(const char *id, char c, size_t n) {
+  static char bodies[8][4096];
+  static unsigned next;
+  char *b = bodies[next++ % 8];
+  memset(b, c, n);
+  return (ps_message){.exchange = "events", .routing_key = "ClickEvent", .message_id = id, .body = b, .len = n};
+}
+
+PS_TEST(a_byte_bound_fills_the_window_before_its_entries_do) {
+  ps_inflight f;
+  ps_inflight_init(&f, 8);
+  ps_inflight_set_max_bytes(&f, 100);
+  ps_message a = msg_body("a", 'a', 40), b = msg_body("b", 'b', 59), c = msg_body("c", 'c', 1);
+  ps_inflight_push(&f, 1, &a, NULL);
+  ps_inflight_push(&f, 2, &b, NULL);
+  PS_CHECK_INT_EQ(ps_inflight_bytes(&f), 99);
+  PS_CHECK(!ps_inflight_full(&f)); /* 99 of 100 bytes, 2 of 8 entries */
+  ps_inflight_push(&f, 3, &c, NULL);
+  PS_CHECK_INT_EQ(ps_inflight_bytes(&f), 100);
+  PS_CHECK(ps_inflight_full(&f)); /* by bytes, with 3 of 8 entries */
+  ps_inflight_pop(&f);
+  PS_CHECK_INT_EQ(ps_inflight_bytes(&f), 60);
+  PS_CHECK(!ps_inflight_full(&f));
+  PS_CHECK_STR_EQ(ids(&f), "b,c");
+  ps_inflight_pop(&f);
+  ps_inflight_pop(&f);
+  PS_CHECK_INT_EQ(ps_inflight_bytes(&f), 0);
+
+  /* One message larger than the bound fits in an empty window, and fills it. */
+  ps_message big = msg_body("big", 'x', 1000);
+  PS_CHECK(!ps_inflight_full(&f));
+  ps_inflight_entry *e = ps_inflight_push(&f, 4, &big, NULL);
+  PS_CHECK_INT_EQ(e->m.len, 1000);
+  PS_CHECK(memcmp(e->m.body, big.body, 1000) == 0);
+  PS_CHECK(ps_inflight_full(&f));
+
+  /* A replaced head (a dead letter instead of the message) counts with its own size. */
+  ps_message small = msg_body("small", 's', 10);
+  ps_inflight_replace_head(&f, 0, &small, NULL);
+  PS_CHECK_INT_EQ(ps_inflight_bytes(&f), 10);
+  PS_CHECK(!ps_inflight_full(&f));
+  ps_inflight_free(&f);
+
+  /* Without a byte bound, only the entries count. */
+  ps_inflight_init(&f, 2);
+  ps_message huge = msg_body("huge", 'h', 4000);
+  ps_inflight_push(&f, 1, &huge, NULL);
+  PS_CHECK(!ps_inflight_full(&f));
+  ps_inflight_push(&f, 2, &huge, NULL);
+  PS_CHECK(ps_inflight_full(&f));
+  ps_inflight_free(&f);
+}
+
+PS_TEST(a_slot_keeps_no_buffer_larger_than_its_share_of_the_byte_bound) {
+  ps_inflight f;
+  ps_inflight_init(&f, 4);
+  ps_inflight_set_max_bytes(&f, 4000); /* a slot's share: 1000 bytes */
+  ps_message small = msg_body("small", 's', 100), big = msg_body("big", 'b', 3000);
+  ps_inflight_push(&f, 1, &small, NULL); /* slot 0 */
+  ps_inflight_push(&f, 2, &big, NULL);   /* slot 1 */
+  ps_inflight_pop(&f);
+  PS_CHECK(f.e[0].store.cap > 0 && f.e[0].store.cap <= 1000); /* kept for the next message */
+  ps_inflight_pop(&f);
+  PS_CHECK_INT_EQ(f.e[1].store.cap, 0); /* released */
+  PS_CHECK(f.e[1].store.data == NULL);
+  /* The slot is used again as usual. */
+  for (uint64_t seq = 10; !ps_inflight_full(&f); seq++)
+    ps_inflight_push(&f, seq, &big, NULL);
+  PS_CHECK_INT_EQ(ps_inflight_count(&f), 2); /* 3000 bytes, then 6000 >= 4000 */
+  ps_inflight_free(&f);
+}
+
 PS_TEST(push_copies_everything_it_is_given) {
   char exchange[32] = "events", rk[32] = "ClickEvent", ct[32] = "application/json", id[32] = "id-1";
   char k0[32] = "x-penstock-reason", v0[64] = "why not", k1[32] = "x-count";
@@ -477,6 +550,8 @@ PS_TEST(unpack_refuses_what_is_not_a_record) {
 }
 
 PS_TEST_MAIN(PS_CASE(push_pop_at_keep_publish_order_across_wrap_around), PS_CASE(push_copies_everything_it_is_given),
+             PS_CASE(a_byte_bound_fills_the_window_before_its_entries_do),
+             PS_CASE(a_slot_keeps_no_buffer_larger_than_its_share_of_the_byte_bound),
              PS_CASE(a_reused_slot_starts_clean_and_grows),
              PS_CASE(confirm_single_marks_one_and_multiple_marks_every_pending_up_to_seq),
              PS_CASE(confirm_never_marks_entries_numbered_0),

@@ -762,6 +762,37 @@ ROUTER_TEST(several_workers_each_batch_settles_once, with_workers(3), 0) {
   PS_CHECK_INT_EQ(FAKE_GET(fx->f, open), 0);
 }
 
+static ps_router_options with_window_bytes(size_t bytes) {
+  ps_router_options o = default_options();
+  o.window = 64;
+  o.window_bytes = bytes;
+  o.confirm_timeout_ms = 300;
+  return o;
+}
+
+ROUTER_TEST(a_byte_bound_on_the_window_holds_publishing_until_confirms_make_room, with_window_bytes(1500), 0) {
+  fake_set_mode(fx->f, FAKE_NEVER);
+  for (int i = 0; i < 20; i++)
+    push(fx, "CLC", 1);
+  WAIT_UNTIL(fake_nrecs(fx->f) > 0, 1500);
+  ps_test_sleep_ms(100); /* the worker publishes what the bound lets it, then waits for confirms */
+  size_t n = fake_nrecs(fx->f), bytes = 0, last = 0;
+  for (size_t i = 0; i < n; i++) {
+    fake_rec r = fake_rec_at(fx->f, i);
+    bytes += r.len;
+    last = r.len;
+  }
+  /* 20 batches of 2 messages, 64 entries allowed: the bytes stopped it, right after reaching the bound. */
+  PS_CHECK_MSG(n > 1 && n < 40, "%zu messages published unconfirmed", n);
+  PS_CHECK_MSG(bytes >= 1500 && bytes - last < 1500, "%zu bytes unconfirmed, the last message %zu", bytes, last);
+  PS_CHECK_INT_EQ(settled_count(fx), 0);
+  /* Confirms come again: the unconfirmed ones time out and go again on a new connection, then the rest. */
+  fake_set_mode(fx->f, FAKE_ACK);
+  WAIT_UNTIL(settled_count(fx) == 20, 5000);
+  PS_CHECK_INT_EQ(stop_router(fx, ps_now_ns() + 1000000000LL), 0);
+  check_settled_once_in_order(fx, 0);
+}
+
 /* ---------------------------------------------------------------- lots: batches published together */
 
 static ps_router_options with_merge(int merge_batches) {
@@ -1654,7 +1685,7 @@ static void replay_setup(replay_fixture *rf) {
 }
 
 static void replay_start(replay_fixture *rf, int window, int confirm_timeout_ms) {
-  ps_replay_options o = {&rf->f->base, rf->spool, window, confirm_timeout_ms, "dlx", "skipped"};
+  ps_replay_options o = {&rf->f->base, rf->spool, window, confirm_timeout_ms, "dlx", "skipped", 0};
   rf->rp = ps_replay_start(&o);
 }
 
@@ -1889,6 +1920,7 @@ PS_TEST(replay_a_dead_letter_lost_with_its_connection_is_published_again) {
 PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(a_returned_message_is_dead_lettered_window_1),
              PS_CASE(multiple_acks_over_a_small_window_settle_everything),
+             PS_CASE(a_byte_bound_on_the_window_holds_publishing_until_confirms_make_room),
              PS_CASE(several_workers_each_batch_settles_once),
              PS_CASE(a_lot_of_batches_with_one_header_shares_one_message_per_type),
              PS_CASE(batches_with_other_headers_get_messages_of_their_own),
