@@ -710,6 +710,7 @@ static const ps__key ps__consumer_keys[] = {
     {"count", PS__T_INT, PS__C(count), "2", 0, 256, 0, NULL, NULL},
     {"prefetch", PS__T_INT, PS__C(prefetch), "1000", 1, 65535, 0, NULL, NULL},
     {"max_redeliveries", PS__T_INT, PS__C(max_redeliveries), "5", 0, 10000, 0, NULL, NULL},
+    {"max_held_bytes", PS__T_INT, PS__C(max_held_bytes), "33554432", 1024, 2147483647, 0, NULL, NULL},
     {"dead_letter_exchange", PS__T_STR, PS__C(dead_letter_exchange), NULL, 0, 0, PS__F_NULL | PS__F_SHORT,
      NULL, NULL},
     {"decoder", PS__T_SUB, 0, NULL, 0, 0, PS__F_REQ, NULL, ps__sub_decoder},
@@ -1904,6 +1905,7 @@ static void ps__print_consumer(FILE *o, const ps_consumer_conf *cc) {
   ps__kv_int(o, "    ", "count", cc->count);
   ps__kv_int(o, "    ", "prefetch", cc->prefetch);
   ps__kv_int(o, "    ", "max_redeliveries", cc->max_redeliveries);
+  ps__kv_int(o, "    ", "max_held_bytes", cc->max_held_bytes);
   ps__kv_str(o, "    ", "dead_letter_exchange", cc->dead_letter_exchange);
   const ps_decoder_conf *d = &cc->decoder;
   fputs("    decoder:\n", o);

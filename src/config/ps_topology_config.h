@@ -105,6 +105,7 @@ typedef struct ps_consumer_conf {
   int count;           /* consumers (threads, each with its own connection), default 2 */
   int prefetch;        /* default 1000 */
   int max_redeliveries; /* a message seen more often is dead-lettered, default 5 */
+  int max_held_bytes; /* bodies of the unacknowledged messages one consumer holds, at most (default 32 MiB) */
   char *dead_letter_exchange; /* default: the top-level dead_letter_exchange */
   ps_decoder_conf decoder;
   ps_sink_conf sink;

@@ -14,6 +14,12 @@
  * sinker's bounded buffer; the consumer polls its completions (at least every
  * 50 ms while it has messages in flight) and acknowledges, in delivery order,
  * the messages whose rows are stored, dead-lettering those refused.
+ *
+ * What a consumer holds unacknowledged (its messages' copies, kept until
+ * their rows are stored) is bounded by prefetch and by max_held_bytes: at
+ * that many bytes a direct consumer flushes at once, and a buffered one asks
+ * the sinker to insert at once and takes nothing more until it can
+ * acknowledge.
  */
 #include "consume/ps_consumer.h"
 
@@ -306,6 +312,15 @@ static void ps__dead_letter(ps__consumer *c, const ps_delivery *d, const char *r
   }
 }
 
+/*
+ * Whether c holds as many bytes of unacknowledged messages as it may
+ * (max_held_bytes): a direct consumer then flushes, a buffered one takes
+ * nothing more until the buffer's insert lets it acknowledge some.
+ */
+static int ps__holds_enough(const ps__consumer *c) {
+  return c->g->opt.max_held_bytes && c->copies.len >= c->g->opt.max_held_bytes;
+}
+
 static void ps__handle(ps__consumer *c, const ps_delivery *d) {
   ps_consumer_group *g = c->g;
   ps_counter_add(g->m_consumed, 1);
@@ -353,6 +368,8 @@ static void ps__handle(ps__consumer *c, const ps_delivery *d) {
       c->npending--;
       ps_sink_discard(c->sink);
       ps__drop_conn(c);
+    } else if (ps__holds_enough(c)) {
+      ps_sinker_insert_now(g->sinker);
     }
     return;
   }
@@ -454,6 +471,12 @@ static void *ps__consumer_main(void *arg) {
       if (!c->conn)
         continue;
     }
+    if (g->sinker && !stopping && ps__holds_enough(c)) {
+      /* Holding all it may: nothing more is taken until the insert holding its rows settles some. */
+      struct timespec ts = {0, 5 * 1000000};
+      nanosleep(&ts, NULL);
+      continue;
+    }
     int wait_ms = stopping ? PS__DRAIN_IDLE_MS : 200;
     if (g->sinker && c->npending && !stopping)
       wait_ms = 50;
@@ -487,11 +510,11 @@ static void *ps__consumer_main(void *arg) {
       }
       break;
     }
-    /* Flush at batch_rows, at flush_ms, or with the prefetch window full: the broker then sends nothing
-       more until we ack, and waiting for flush_ms would only stall the queue. */
+    /* Flush at batch_rows, at flush_ms, with the prefetch window full (the broker then sends nothing
+       more until we ack, and waiting for flush_ms would only stall the queue), or holding max_held_bytes. */
     if (c->pending_msgs && (drained || ps_sink_pending(c->sink) >= (size_t)g->opt.batch_rows ||
                             (g->opt.prefetch > 0 && c->pending_msgs >= (size_t)g->opt.prefetch) ||
-                            ps_now_ns() - c->oldest_ns >= flush_ns)) {
+                            ps__holds_enough(c) || ps_now_ns() - c->oldest_ns >= flush_ns)) {
       if (ps__flush(c) != 0)
         ps__drop_conn(c);
     }

@@ -39,6 +39,8 @@ typedef struct ps_consumer_options {
   const char *name;                 /* for logs and dead-letter headers; NULL: the queue */
   const char *dead_letter_exchange; /* dead letters go there, routing key = the queue */
   int max_redeliveries;             /* a message delivered more often than this is dead-lettered */
+  size_t max_held_bytes; /* bodies held unacknowledged, at most (see the topology's max_held_bytes);
+                            0: bounded by prefetch only */
   /*
    * Buffered (the original's "buffered sinker"): the queue's consumers push
    * decoded rows into one bounded buffer of buffer_rows rows, drained by a

@@ -184,6 +184,7 @@ int ps_fleet_start(const ps_fleet_options *opt, ps_fleet **out, char *err, size_
         .name = c->name,
         .dead_letter_exchange = c->dead_letter_exchange,
         .max_redeliveries = c->max_redeliveries,
+        .max_held_bytes = (size_t)c->max_held_bytes,
         .buffered = !http && c->sink.buffered,
         .buffer_rows = c->sink.buffer_rows,
     };

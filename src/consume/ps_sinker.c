@@ -352,6 +352,13 @@ int ps_sinker_push(ps_sinker *s, int consumer, uint64_t gen, uint64_t tag, ps_si
   return 0;
 }
 
+void ps_sinker_insert_now(ps_sinker *s) {
+  pthread_mutex_lock(&s->mu);
+  s->window_full = 1;
+  pthread_cond_signal(&s->work);
+  pthread_mutex_unlock(&s->mu);
+}
+
 size_t ps_sinker_take(ps_sinker *s, int consumer, ps_sinker_done *out, size_t max) {
   pthread_mutex_lock(&s->mu);
   ps__inbox *in = &s->inbox[consumer];

@@ -81,6 +81,13 @@ ps_sink *ps_sinker_stage(ps_sinker *s);
  */
 int ps_sinker_push(ps_sinker *s, int consumer, uint64_t gen, uint64_t tag, ps_sink *stage, const _Atomic int *abort);
 
+/**
+ * One consumer holds all the message bytes it may (max_held_bytes) and takes
+ * nothing more until some are acknowledged: the buffer is inserted at once, as
+ * with a full prefetch window, or the next one is, if an insert is under way.
+ */
+void ps_sinker_insert_now(ps_sinker *s);
+
 /** Takes up to max completions of consumer, in push order. */
 size_t ps_sinker_take(ps_sinker *s, int consumer, ps_sinker_done *out, size_t max);
 

@@ -352,6 +352,59 @@ consumers:
     p.stop()
 
 
+@pytest.mark.parametrize("buffered", [False, True], ids=["direct", "buffered"])
+def test_a_consumer_holding_max_held_bytes_inserts_before_taking_more(buffered, penstock_proc, fleet, clickhouse):
+    """What a consumer holds unacknowledged is bounded in bytes too: with max_held_bytes 4096, six JSON messages of
+    about 3000 bytes each land two by two, in three inserts within seconds, though prefetch (1000), flush_rows
+    (100000) and flush_ms (10 minutes) are all far away. Direct: the consumer flushes once it holds 4096 bytes;
+    buffered: it has the sinker insert at once and takes nothing more until the insert lets it acknowledge."""
+    f = fleet
+    f.exchange("big_x", ".dx"), f.queue("q"), f.table("rows")
+    buffering = "      buffered: true\n      buffer_rows: 100000\n" if buffered else ""
+    p = f.start(penstock_proc, """\
+exchanges:
+  - {name: "%(big_x)s", type: direct}
+queues:
+  - {name: "%(q)s", dead_letter: true}
+bindings:
+  - {queue: "%(q)s", exchange: "%(big_x)s", key: big}
+consumers:
+  - queue: "%(q)s"
+    count: 1
+    prefetch: 1000
+    max_held_bytes: 4096
+    decoder:
+      type: json
+      columns:
+        - {name: id, required: true}
+      keep_unknown: true
+      unknown_column: rest
+    sink:
+      type: clickhouse
+      connection: test
+      table: %(rows)s
+""" + buffering + """\
+      flush_rows: 100000
+      flush_ms: 600000
+""")
+    ids = ["%s-%d" % (f.tag, i) for i in range(6)]
+    for i in ids:
+        body = {"id": i, "blob": "x" * 3000}
+        f.publish(f.names["big_x"], "big", body, message_id=i)
+    pstest.poll(lambda: landed(clickhouse, f.db, f.names["rows"], "id", ids), 30,
+                what="six 3000-byte messages inserted with flush_ms 10 minutes")
+
+    def inserts():
+        return p.metrics().total("penstock_inserts_total", queue=f.names["q"], result="ok")
+    pstest.poll(lambda: inserts() >= 3, 10, what="three inserts counted")
+    assert inserts() == 3, "%s inserts" % inserts()
+    rows = clickhouse.rows("SELECT id, length(rest) AS n FROM %s.%s" % (f.db, f.names["rows"]))
+    assert sorted(r["id"] for r in rows) == sorted(ids), rows
+    assert all(int(r["n"]) > 3000 for r in rows), "the blobs are kept whole: %s" % [r["n"] for r in rows]
+    assert f.ready(f.names["q"]) == 0
+    p.stop()
+
+
 def test_json_decoder_direct_clickhouse_maps_coerces_and_keeps_unknown(penstock_proc, fleet, clickhouse):
     """json decoder + direct ClickHouse sink: records another service publishes (objects, and arrays of them)
     land one row per object, with renamed and nested fields (`from`), defaults, coercions to each column's

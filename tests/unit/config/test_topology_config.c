@@ -446,6 +446,8 @@ static const struct {
      "t.yaml:5: consumers[0].count: 257 is out of range (0..256)"},
     {"queues: [{name: q}]\n" CONN "consumers:\n  - queue: q\n    prefetch: 70000\n",
      "t.yaml:5: consumers[0].prefetch: 70000 is out of range (1..65535)"},
+    {"queues: [{name: q}]\n" CONN "consumers:\n  - queue: q\n    max_held_bytes: 1000\n",
+     "t.yaml:5: consumers[0].max_held_bytes: 1000 is out of range (1024..2147483647)"},
     {"queues: [{name: q}]\n" CONN "consumers:\n  - queue: q\n    count: 99999999999999999999\n",
      "t.yaml:5: consumers[0].count: '99999999999999999999' is not an integer"},
     {"queues:\n  - name: q\n    arguments: {x-max-priority: 300}\n",
@@ -674,6 +676,7 @@ PS_TEST(minimal_file_gets_defaults) {
   PS_CHECK_INT_EQ(a->count, 2);
   PS_CHECK_INT_EQ(a->prefetch, 1000);
   PS_CHECK_INT_EQ(a->max_redeliveries, 5);
+  PS_CHECK_INT_EQ(a->max_held_bytes, 32 << 20);
   PS_CHECK_STR_EQ(a->dead_letter_exchange, "grpc_event_error.dx");
   PS_CHECK_INT_EQ(a->sink.buffered, 0);
   PS_CHECK_INT_EQ(a->sink.buffer_rows, 10000);
@@ -936,6 +939,7 @@ static int cfg_equal(const ps_topology_config *a, const ps_topology_config *b, c
     const ps_consumer_conf *p = &a->consumers[i], *q = &b->consumers[i];
     DIFF(!str_eq(p->name, q->name) || !str_eq(p->queue, q->queue) || p->count != q->count ||
              p->prefetch != q->prefetch || p->max_redeliveries != q->max_redeliveries ||
+             p->max_held_bytes != q->max_held_bytes ||
              !str_eq(p->dead_letter_exchange, q->dead_letter_exchange),
          "consumer %zu", i);
     const ps_decoder_conf *d = &p->decoder, *e = &q->decoder;

@@ -315,10 +315,38 @@ PS_TEST(inserts_when_a_consumers_prefetch_window_is_in_the_buffer) {
   ps_sinker_stop(sk, 0);
 }
 
+/* A consumer holding max_held_bytes asks for the insert at once: far below flush_rows, long before flush_ms.
+   Asked while nothing is buffered, it applies to what comes next. */
+PS_TEST(insert_now_inserts_the_buffer_at_once) {
+  fake_sink fs;
+  fake_init(&fs);
+  ps_sinker_options o = opts(100, 1000, 600000);
+  ps_sinker *sk = ps_sinker_start(&o, &fs.base);
+  ps_sink *st = ps_sinker_stage(sk);
+  const char *a[] = {"a1", "a2"}, *b[] = {"b1"};
+  ps_sinker_done d[4];
+  PS_CHECK_INT_EQ(push(sk, st, 0, 0, 1, a, 2), 0);
+  PS_CHECK_INT_EQ(take(sk, 0, d, 1, 300), 0); /* 2 rows of 1000, 10 minutes to go: nothing */
+  PS_CHECK_INT_EQ(fs.inserts, 0);
+  ps_sinker_insert_now(sk);
+  PS_CHECK_INT_EQ(take(sk, 0, d, 1, 2000), 1);
+  PS_CHECK(d[0].tag == 1 && !d[0].rejected);
+  PS_CHECK_INT_EQ(fs.inserts, 1);
+  PS_CHECK_INT_EQ(fake_stored(&fs), 2);
+  ps_sinker_insert_now(sk); /* an empty buffer: nothing to insert, the next push goes at once */
+  PS_CHECK_INT_EQ(push(sk, st, 0, 0, 2, b, 1), 0);
+  PS_CHECK_INT_EQ(take(sk, 0, d, 1, 2000), 1);
+  PS_CHECK_INT_EQ(d[0].tag, 2);
+  PS_CHECK_INT_EQ(fs.inserts, 2);
+  ps_sink_destroy(st);
+  ps_sinker_stop(sk, 0);
+}
+
 PS_TEST_MAIN(PS_CASE(inserts_at_flush_rows_not_before), PS_CASE(inserts_when_the_oldest_row_is_flush_ms_old),
              PS_CASE(hurry_inserts_at_once_and_stop_drops_what_was_never_sent),
              PS_CASE(refused_rows_are_reported_to_their_message),
              PS_CASE(a_failing_sink_keeps_its_batch_and_the_bound_holds_pushers_back),
              PS_CASE(rows_of_an_old_generation_are_not_inserted),
              PS_CASE(a_message_larger_than_the_buffer_goes_in_alone),
-             PS_CASE(inserts_when_a_consumers_prefetch_window_is_in_the_buffer))
+             PS_CASE(inserts_when_a_consumers_prefetch_window_is_in_the_buffer),
+             PS_CASE(insert_now_inserts_the_buffer_at_once))
