@@ -318,7 +318,7 @@ static void hot__publisher_open(void) {
     hot__die("ps_broker_amqp_create", err);
   if (ps_broker_connect(H.broker, &H.conn) != 0 || ps_broker_confirm_select(H.conn) != 0)
     hot__die("cannot connect to the AMQP peer", NULL);
-  ps_inflight_init(&H.fl, 256); /* the router's default window */
+  ps_inflight_init(&H.fl, 256, 8 << 20); /* the router's default window */
   H.handler = (ps_confirm_handler){NULL, hot__on_confirm, NULL};
   H.instance = 0x0123456789abcdefULL;
 }

@@ -18,9 +18,10 @@
 #include "core/ps_metrics.h"
 #include "spool.pb-c.h"
 
-void ps_inflight_init(ps_inflight *f, size_t cap) {
+void ps_inflight_init(ps_inflight *f, size_t cap, size_t max_bytes) {
   memset(f, 0, sizeof *f);
   f->cap = cap ? cap : 1;
+  f->max_bytes = max_bytes;
   f->e = calloc(f->cap, sizeof *f->e);
   if (!f->e)
     abort();

@@ -51,12 +51,9 @@ typedef struct ps_inflight {
   size_t bytes;     /* bodies of the entries in the window */
 } ps_inflight;
 
-/** An empty window of cap (>= 1) entries, no byte bound. Aborts on OOM. */
-void ps_inflight_init(ps_inflight *f, size_t cap);
+/** An empty window of cap (>= 1) entries and max_bytes of bodies (0: no byte bound). Aborts on OOM. */
+void ps_inflight_init(ps_inflight *f, size_t cap, size_t max_bytes);
 void ps_inflight_free(ps_inflight *f);
-
-/** Bounds the window by the bytes of the bodies in it too (0: no byte bound). */
-static inline void ps_inflight_set_max_bytes(ps_inflight *f, size_t max_bytes) { f->max_bytes = max_bytes; }
 
 static inline size_t ps_inflight_count(const ps_inflight *f) { return f->n; }
 static inline size_t ps_inflight_bytes(const ps_inflight *f) { return f->bytes; }

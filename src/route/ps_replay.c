@@ -195,8 +195,7 @@ ps_replay *ps_replay_start(const ps_replay_options *opt) {
   if (!rp)
     abort();
   rp->opt = *opt;
-  ps_inflight_init(&rp->fl, (size_t)(opt->window > 0 ? opt->window : 256));
-  ps_inflight_set_max_bytes(&rp->fl, opt->window_bytes);
+  ps_inflight_init(&rp->fl, (size_t)(opt->window > 0 ? opt->window : 256), opt->window_bytes);
   if (pthread_create(&rp->thread, NULL, ps__main, rp) != 0)
     abort();
   return rp;

@@ -889,8 +889,7 @@ ps_router *ps_router_start(const ps_router_options *opt, ps_queue *q, ps_broker 
     r->workers[i].r = r;
     r->workers[i].id = i;
     snprintf(r->workers[i].who, sizeof r->workers[i].who, "%d", i);
-    ps_inflight_init(&r->workers[i].fl, (size_t)(opt->window > 0 ? opt->window : 256));
-    ps_inflight_set_max_bytes(&r->workers[i].fl, opt->window_bytes);
+    ps_inflight_init(&r->workers[i].fl, (size_t)(opt->window > 0 ? opt->window : 256), opt->window_bytes);
     r->workers[i].handler = (ps_confirm_handler){&r->workers[i], ps__on_confirm, ps__on_return};
     if (pthread_create(&r->workers[i].thread, NULL, ps__worker_main, &r->workers[i]) != 0)
       abort();

@@ -50,7 +50,7 @@ static const char *states(ps_inflight *f) {
 
 PS_TEST(push_pop_at_keep_publish_order_across_wrap_around) {
   ps_inflight f;
-  ps_inflight_init(&f, 3);
+  ps_inflight_init(&f, 3, 0);
   PS_CHECK_INT_EQ(ps_inflight_count(&f), 0);
   PS_CHECK(!ps_inflight_full(&f));
   ps_inflight_pop(&f); /* popping an empty window does nothing */
@@ -98,7 +98,7 @@ PS_TEST(push_pop_at_keep_publish_order_across_wrap_around) {
   ps_inflight_free(&f);
   ps_inflight_free(&f); /* twice: harmless */
 
-  ps_inflight_init(&f, 0); /* 0 means 1 */
+  ps_inflight_init(&f, 0, 0); /* 0 means 1 */
   PS_CHECK_INT_EQ(f.cap, 1);
   ps_inflight_push(&f, 0, &a, NULL);
   PS_CHECK(ps_inflight_full(&f));
@@ -116,8 +116,7 @@ static ps_message msg_body(const char *id, char c, size_t n) {
 
 PS_TEST(a_byte_bound_fills_the_window_before_its_entries_do) {
   ps_inflight f;
-  ps_inflight_init(&f, 8);
-  ps_inflight_set_max_bytes(&f, 100);
+  ps_inflight_init(&f, 8, 100);
   ps_message a = msg_body("a", 'a', 40), b = msg_body("b", 'b', 59), c = msg_body("c", 'c', 1);
   ps_inflight_push(&f, 1, &a, NULL);
   ps_inflight_push(&f, 2, &b, NULL);
@@ -150,7 +149,7 @@ PS_TEST(a_byte_bound_fills_the_window_before_its_entries_do) {
   ps_inflight_free(&f);
 
   /* Without a byte bound, only the entries count. */
-  ps_inflight_init(&f, 2);
+  ps_inflight_init(&f, 2, 0);
   ps_message huge = msg_body("huge", 'h', 4000);
   ps_inflight_push(&f, 1, &huge, NULL);
   PS_CHECK(!ps_inflight_full(&f));
@@ -161,8 +160,7 @@ PS_TEST(a_byte_bound_fills_the_window_before_its_entries_do) {
 
 PS_TEST(a_slot_keeps_no_buffer_larger_than_its_share_of_the_byte_bound) {
   ps_inflight f;
-  ps_inflight_init(&f, 4);
-  ps_inflight_set_max_bytes(&f, 4000); /* a slot's share: 1000 bytes */
+  ps_inflight_init(&f, 4, 4000); /* a slot's share: 1000 bytes */
   ps_message small = msg_body("small", 's', 100), big = msg_body("big", 'b', 3000);
   ps_inflight_push(&f, 1, &small, NULL); /* slot 0 */
   ps_inflight_push(&f, 2, &big, NULL);   /* slot 1 */
@@ -197,7 +195,7 @@ PS_TEST(push_copies_everything_it_is_given) {
                   .body = body,
                   .len = sizeof body};
   ps_inflight f;
-  ps_inflight_init(&f, 2);
+  ps_inflight_init(&f, 2, 0);
   ps_inflight_entry *e = ps_inflight_push(&f, 5, &m, NULL);
   /* The caller's storage changes or goes away after the push. */
   memset(exchange, 'X', sizeof exchange - 1);
@@ -257,7 +255,7 @@ PS_TEST(push_copies_everything_it_is_given) {
 
 PS_TEST(a_reused_slot_starts_clean_and_grows) {
   ps_inflight f;
-  ps_inflight_init(&f, 1);
+  ps_inflight_init(&f, 1, 0);
   ps_message small = msg_id("small");
   ps_inflight_entry *e = ps_inflight_push(&f, 9, &small, &f);
   e->state = PS_INFLIGHT_ACKED;
@@ -309,7 +307,7 @@ PS_TEST(a_reused_slot_starts_clean_and_grows) {
 
 /* A window of n entries whose seqs are seqs[0..n) and ids "m<seq>" (or "u<i>" for seq 0). */
 static void fill(ps_inflight *f, const uint64_t *seqs, size_t n) {
-  ps_inflight_init(f, n + 2);
+  ps_inflight_init(f, n + 2, 0);
   for (size_t i = 0; i < n; i++) {
     char id[32];
     if (seqs[i])
@@ -372,7 +370,7 @@ PS_TEST(confirm_handles_resent_entries_out_of_seq_order) {
 
 PS_TEST(find_id_finds_only_pending_entries) {
   ps_inflight f;
-  ps_inflight_init(&f, 4);
+  ps_inflight_init(&f, 4, 0);
   ps_message a1 = msg_id("a"), b = msg_id("b"), a2 = msg_id("a"), none = {.exchange = "x", .routing_key = "k"};
   ps_inflight_push(&f, 0, &none, NULL); /* no id at all: skipped, no crash */
   ps_inflight_entry *ea1 = ps_inflight_push(&f, 1, &a1, NULL);
@@ -476,7 +474,7 @@ PS_TEST(pack_of_an_entry_round_trips_too) {
   ps_message m = {.exchange = "events", .routing_key = "LaunchEvent", .message_id = "id", .headers = h,
                   .nheaders = 2, .body = "{}", .len = 2, .mandatory = 1, .persistent = 1};
   ps_inflight f;
-  ps_inflight_init(&f, 1);
+  ps_inflight_init(&f, 1, 0);
   ps_inflight_entry *e = ps_inflight_push(&f, 0, &m, NULL);
   ps_buf rec = PS_BUF_INIT;
   ps_message_pack(&e->m, &rec);
