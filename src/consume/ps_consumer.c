@@ -473,8 +473,7 @@ static void *ps__consumer_main(void *arg) {
     }
     if (g->sinker && !stopping && ps__holds_enough(c)) {
       /* Holding all it may: nothing more is taken until the insert holding its rows settles some. */
-      struct timespec ts = {0, 5 * 1000000};
-      nanosleep(&ts, NULL);
+      ps_sinker_wait(g->sinker, c->id, 100);
       continue;
     }
     int wait_ms = stopping ? PS__DRAIN_IDLE_MS : 200;
@@ -503,10 +502,8 @@ static void *ps__consumer_main(void *arg) {
       /* The sinker inserts at once while stopping: wait for what is ours, ack it. */
       while (c->conn && c->npending && ps_now_ns() < atomic_load(&g->deadline_ns)) {
         ps__settle(c);
-        if (c->conn && c->npending) {
-          struct timespec ts = {0, 20 * 1000000};
-          nanosleep(&ts, NULL);
-        }
+        if (c->conn && c->npending)
+          ps_sinker_wait(g->sinker, c->id, 100);
       }
       break;
     }

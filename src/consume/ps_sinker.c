@@ -81,6 +81,7 @@ struct ps_sinker {
   pthread_mutex_t mu;
   pthread_cond_t work;  /* the sinker: something to do */
   pthread_cond_t room;  /* pushers: the buffer has room */
+  pthread_cond_t done;  /* consumers: completions were posted */
   ps__batch buf;        /* under mu */
   ps__inbox *inbox;     /* under mu, one per consumer */
   int hurry, quit;      /* under mu */
@@ -240,6 +241,7 @@ static int ps__insert(ps_sinker *s, ps__batch *b) {
       ps__post(s, &b->e[k], rejected, row_in_msg, reason);
       first += n;
     }
+    pthread_cond_broadcast(&s->done);
     pthread_mutex_unlock(&s->mu);
   }
   free(live);
@@ -307,6 +309,7 @@ ps_sinker *ps_sinker_start(const ps_sinker_options *opt, ps_sink *sink) {
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->work, NULL);
   pthread_cond_init(&s->room, NULL);
+  pthread_cond_init(&s->done, NULL);
   char labels[300];
   snprintf(labels, sizeof labels, "queue=\"%s\"", opt->name);
   s->m_buffered = ps_metrics_counter("penstock_sinker_buffer_rows", labels,
@@ -372,6 +375,17 @@ size_t ps_sinker_take(ps_sinker *s, int consumer, ps_sinker_done *out, size_t ma
   return n;
 }
 
+size_t ps_sinker_wait(ps_sinker *s, int consumer, int max_ms) {
+  int64_t until = ps_now_ns() + (int64_t)max_ms * 1000000;
+  pthread_mutex_lock(&s->mu);
+  ps__inbox *in = &s->inbox[consumer];
+  for (int64_t left; !in->n && (left = until - ps_now_ns()) > 0;)
+    ps__timed_wait(&s->done, &s->mu, left / 1000000 + 1);
+  size_t n = in->n;
+  pthread_mutex_unlock(&s->mu);
+  return n;
+}
+
 void ps_sinker_reset(ps_sinker *s, int consumer, uint64_t gen) {
   pthread_mutex_lock(&s->mu);
   s->inbox[consumer].gen = gen;
@@ -418,5 +432,6 @@ void ps_sinker_stop(ps_sinker *s, int64_t deadline_ns) {
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->work);
   pthread_cond_destroy(&s->room);
+  pthread_cond_destroy(&s->done);
   free(s);
 }

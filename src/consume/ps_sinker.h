@@ -92,6 +92,12 @@ void ps_sinker_insert_now(ps_sinker *s);
 size_t ps_sinker_take(ps_sinker *s, int consumer, ps_sinker_done *out, size_t max);
 
 /**
+ * Waits until a completion of consumer is there to take, or max_ms passed;
+ * returns how many are waiting (0: none came in time).
+ */
+size_t ps_sinker_wait(ps_sinker *s, int consumer, int max_ms);
+
+/**
  * Consumer `consumer` is now at generation gen (it reconnected): its rows of
  * older generations still buffered are not inserted, its completions waiting
  * are dropped.

@@ -342,6 +342,30 @@ PS_TEST(insert_now_inserts_the_buffer_at_once) {
   ps_sinker_stop(sk, 0);
 }
 
+/* A consumer that holds all it may waits for its completions: woken when they are posted, not by polling. */
+PS_TEST(wait_returns_when_a_completion_is_posted) {
+  fake_sink fs;
+  fake_init(&fs);
+  ps_sinker_options o = opts(100, 1000, 600000);
+  ps_sinker *sk = ps_sinker_start(&o, &fs.base);
+  ps_sink *st = ps_sinker_stage(sk);
+  const char *a[] = {"a1"};
+  PS_CHECK_INT_EQ(push(sk, st, 0, 0, 1, a, 1), 0);
+  int64_t t0 = ps_now_ns();
+  PS_CHECK_INT_EQ(ps_sinker_wait(sk, 0, 150), 0); /* nothing inserted yet: waits its time out */
+  PS_CHECK(ps_now_ns() - t0 >= 140 * 1000000LL);
+  ps_sinker_insert_now(sk);
+  t0 = ps_now_ns();
+  PS_CHECK_INT_EQ(ps_sinker_wait(sk, 0, 20000), 1);
+  PS_CHECK(ps_now_ns() - t0 < 10000 * 1000000LL); /* woken by the insert, long before the 20 s */
+  PS_CHECK_INT_EQ(ps_sinker_wait(sk, 1, 0), 0);   /* the other consumer has none */
+  ps_sinker_done d[2];
+  PS_CHECK_INT_EQ(ps_sinker_take(sk, 0, d, 2), 1);
+  PS_CHECK(d[0].tag == 1 && !d[0].rejected);
+  ps_sink_destroy(st);
+  ps_sinker_stop(sk, 0);
+}
+
 PS_TEST_MAIN(PS_CASE(inserts_at_flush_rows_not_before), PS_CASE(inserts_when_the_oldest_row_is_flush_ms_old),
              PS_CASE(hurry_inserts_at_once_and_stop_drops_what_was_never_sent),
              PS_CASE(refused_rows_are_reported_to_their_message),
@@ -349,4 +373,5 @@ PS_TEST_MAIN(PS_CASE(inserts_at_flush_rows_not_before), PS_CASE(inserts_when_the
              PS_CASE(rows_of_an_old_generation_are_not_inserted),
              PS_CASE(a_message_larger_than_the_buffer_goes_in_alone),
              PS_CASE(inserts_when_a_consumers_prefetch_window_is_in_the_buffer),
-             PS_CASE(insert_now_inserts_the_buffer_at_once))
+             PS_CASE(insert_now_inserts_the_buffer_at_once),
+             PS_CASE(wait_returns_when_a_completion_is_posted))

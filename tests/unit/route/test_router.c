@@ -770,21 +770,30 @@ static ps_router_options with_window_bytes(size_t bytes) {
   return o;
 }
 
+/*
+ * With nothing confirmed, the publisher stopped at the byte bound: fewer than max_msgs messages went out
+ * (the count did not stop it), their bytes reach bound, and without the last one they did not.
+ */
+static void check_stopped_at_the_byte_bound(fake *f, size_t max_msgs, size_t bound) {
+  size_t n = fake_nrecs(f), bytes = 0, last = 0;
+  for (size_t i = 0; i < n; i++) {
+    fake_rec r = fake_rec_at(f, i);
+    bytes += r.len;
+    last = r.len;
+  }
+  PS_CHECK_MSG(n > 1 && n < max_msgs, "%zu messages published unconfirmed", n);
+  PS_CHECK_MSG(bytes >= bound && bytes - last < bound, "%zu bytes unconfirmed, the last message %zu", bytes,
+               last);
+}
+
 ROUTER_TEST(a_byte_bound_on_the_window_holds_publishing_until_confirms_make_room, with_window_bytes(1500), 0) {
   fake_set_mode(fx->f, FAKE_NEVER);
   for (int i = 0; i < 20; i++)
     push(fx, "CLC", 1);
   WAIT_UNTIL(fake_nrecs(fx->f) > 0, 1500);
   ps_test_sleep_ms(100); /* the worker publishes what the bound lets it, then waits for confirms */
-  size_t n = fake_nrecs(fx->f), bytes = 0, last = 0;
-  for (size_t i = 0; i < n; i++) {
-    fake_rec r = fake_rec_at(fx->f, i);
-    bytes += r.len;
-    last = r.len;
-  }
   /* 20 batches of 2 messages, 64 entries allowed: the bytes stopped it, right after reaching the bound. */
-  PS_CHECK_MSG(n > 1 && n < 40, "%zu messages published unconfirmed", n);
-  PS_CHECK_MSG(bytes >= 1500 && bytes - last < 1500, "%zu bytes unconfirmed, the last message %zu", bytes, last);
+  check_stopped_at_the_byte_bound(fx->f, 40, 1500);
   PS_CHECK_INT_EQ(settled_count(fx), 0);
   /* Confirms come again: the unconfirmed ones time out and go again on a new connection, then the rest. */
   fake_set_mode(fx->f, FAKE_ACK);
@@ -1917,6 +1926,45 @@ PS_TEST(replay_a_dead_letter_lost_with_its_connection_is_published_again) {
   replay_teardown(&rf);
 }
 
+/* The replay's window is bounded in bytes too (PUBLISH_CONFIRM_WINDOW_BYTES), as the workers' is. */
+static void replay_byte_bound_body(replay_fixture *rf) {
+  fake_set_mode(rf->f, FAKE_NEVER);
+  for (int i = 0; i < 10; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "b%d", i);
+    spool_message(rf->spool, "ClickEvent", id); /* bodies {"id":"bN"}: 11 bytes */
+  }
+  ps_replay_options o = {&rf->f->base, rf->spool, 64, 300, "dlx", "skipped", 40};
+  rf->rp = ps_replay_start(&o);
+  WAIT_UNTIL(fake_nrecs(rf->f) > 0, 1500);
+  ps_test_sleep_ms(100); /* it publishes what the bound lets it, then waits for confirms */
+  check_stopped_at_the_byte_bound(rf->f, 10, 40); /* 10 records, 64 entries allowed */
+  PS_CHECK_INT_EQ(spool_records(rf->spool), 10);
+  /* Confirms come again: the unconfirmed ones time out and go again on a new connection, then the rest. */
+  fake_set_mode(rf->f, FAKE_ACK);
+  WAIT_UNTIL(spool_records(rf->spool) == 0, 5000);
+  PS_CHECK_INT_EQ(spool_records(rf->spool), 0);
+  ps_replay_stop(rf->rp);
+  rf->rp = NULL;
+  /* Every record confirmed, the first confirmation of each in spool order. */
+  size_t want = 0;
+  for (size_t i = 0, nrecs = fake_nrecs(rf->f); i < nrecs; i++) {
+    fake_rec r = fake_rec_at(rf->f, i);
+    char id[16];
+    snprintf(id, sizeof id, "b%zu", want);
+    if (r.outcome == 'A' && strcmp(r.message_id, id) == 0)
+      want++;
+  }
+  PS_CHECK_INT_EQ(want, 10);
+}
+
+PS_TEST(replay_a_byte_bound_on_the_window_holds_publishing_until_confirms_make_room) {
+  replay_fixture rf;
+  replay_setup(&rf);
+  replay_byte_bound_body(&rf);
+  replay_teardown(&rf);
+}
+
 PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(a_returned_message_is_dead_lettered_window_1),
              PS_CASE(multiple_acks_over_a_small_window_settle_everything),
@@ -1944,7 +1992,8 @@ PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(a_returned_message_is_dead_lettered),
              PS_CASE(broker_down_with_a_spool_batches_settle_once_spooled),
              PS_CASE(broker_down_and_the_spool_full_a_waiting_batch_settles_efull),
-             PS_CASE(spool_batch_writes_a_batch_as_its_messages), PS_CASE(spool_batch_without_a_spool_is_refused),
+             PS_CASE(spool_batch_writes_a_batch_as_its_messages),
+             PS_CASE(spool_batch_without_a_spool_is_refused),
              PS_CASE(broker_down_without_a_spool_holds_batches_and_the_queue_fills),
              PS_CASE(a_broker_that_stops_confirming_is_dropped_and_messages_move_on),
              PS_CASE(a_broker_that_stops_confirming_then_recovers_gets_the_message_again),
@@ -1953,5 +2002,7 @@ PS_TEST_MAIN(PS_CASE(all_acked_each_batch_settles_once_one_message_per_type),
              PS_CASE(stop_with_the_broker_down_and_a_spool_spools_and_returns_0),
              PS_CASE(replay_publishes_the_spool_in_order_and_commits_it),
              PS_CASE(replay_waits_for_the_broker_then_publishes_in_order),
-             PS_CASE(replay_publishes_a_nacked_record_again), PS_CASE(replay_skips_a_record_that_is_not_a_message),
-             PS_CASE(replay_a_dead_letter_lost_with_its_connection_is_published_again))
+             PS_CASE(replay_publishes_a_nacked_record_again),
+             PS_CASE(replay_skips_a_record_that_is_not_a_message),
+             PS_CASE(replay_a_dead_letter_lost_with_its_connection_is_published_again),
+             PS_CASE(replay_a_byte_bound_on_the_window_holds_publishing_until_confirms_make_room))
