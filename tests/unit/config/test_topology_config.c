@@ -133,7 +133,7 @@ static const struct {
     {"graphy_event_q", "graphy_event.tx", "*", PS_DECODER_JSON, "graphy_events", 2, 0},
     {"trace_log", "identity.dx", "*", PS_DECODER_JSON, "trace_logs", 2, 1},
     {"affiliate_orders_event_q", "affiliate.dx", "*", PS_DECODER_JSON, "affiliate_orders", 2, 1},
-    {"post_log_events_q", "beat.dx", "post_log_events", PS_DECODER_JSON, "post_log_events", 20, 1},
+    {"post_log_events_q", "beat.dx", "post_log_events", PS_DECODER_JSON, "post_log_events", 2, 1},
     {"sentiment_log_events_q", "beat.dx", "sentiment_log_events", PS_DECODER_JSON, "sentiment_log_events", 2,
      1},
     {"shopify_events_q", "shopify_event.dx", "shopify_events", PS_DECODER_JSON, "shopify_events", 2, 1},
