@@ -104,13 +104,13 @@ static int push(ps_sinker *sk, ps_sink *stage, int consumer, uint64_t gen, uint6
   return ps_sinker_push(sk, consumer, gen, tag, stage, NULL);
 }
 
-/* Waits up to ms for n completions of consumer; returns how many came. */
+/* Waits up to ms for n completions of consumer, with ps_sinker_wait; returns how many came. */
 static size_t take(ps_sinker *sk, int consumer, ps_sinker_done *out, size_t n, int ms) {
-  size_t got = 0;
-  for (int waited = 0; got < n && waited < ms; waited += 5) {
+  int64_t until = ps_now_ns() + (int64_t)ms * 1000000;
+  size_t got = ps_sinker_take(sk, consumer, out, n);
+  for (int64_t left; got < n && (left = until - ps_now_ns()) > 0;) {
+    ps_sinker_wait(sk, consumer, (int)(left / 1000000) + 1);
     got += ps_sinker_take(sk, consumer, out + got, n - got);
-    if (got < n)
-      msleep(5);
   }
   return got;
 }
