@@ -181,6 +181,31 @@ PS_TEST(hurry_inserts_at_once_and_stop_drops_what_was_never_sent) {
   ps_sinker_stop(sk, 0);
 }
 
+/* Stopping with a sink that keeps failing: the insert is given up at the deadline, and its messages get no
+   completion (they stay unacknowledged and return to the queue); the sinker does not retry past it. */
+PS_TEST(hurry_gives_up_a_failing_insert_at_the_deadline_without_completions) {
+  fake_sink fs;
+  fake_init(&fs);
+  atomic_store(&fs.fail, 1000000);
+  ps_sinker_options o = opts(100, 1000, 600000);
+  ps_sinker *sk = ps_sinker_start(&o, &fs.base);
+  ps_sink *st = ps_sinker_stage(sk);
+  const char *a[] = {"a1", "a2"};
+  PS_CHECK_INT_EQ(push(sk, st, 0, 0, 1, a, 2), 0);
+  int64_t t0 = ps_now_ns();
+  ps_sinker_hurry(sk, t0 + 300000000LL);
+  ps_sinker_done d[2];
+  PS_CHECK_INT_EQ(take(sk, 0, d, 1, 1500), 0);
+  int left = atomic_load(&fs.fail);
+  PS_CHECK_MSG(left < 1000000, "the insert was not even tried");
+  msleep(300);
+  PS_CHECK_INT_EQ(atomic_load(&fs.fail), left); /* no retry after the deadline */
+  PS_CHECK_INT_EQ(fake_stored(&fs), 0);
+  ps_sink_destroy(st);
+  ps_sinker_stop(sk, 0);
+  PS_CHECK(ps_now_ns() - t0 < 5000000000LL);
+}
+
 PS_TEST(refused_rows_are_reported_to_their_message) {
   fake_sink fs;
   fake_init(&fs);
@@ -368,6 +393,7 @@ PS_TEST(wait_returns_when_a_completion_is_posted) {
 
 PS_TEST_MAIN(PS_CASE(inserts_at_flush_rows_not_before), PS_CASE(inserts_when_the_oldest_row_is_flush_ms_old),
              PS_CASE(hurry_inserts_at_once_and_stop_drops_what_was_never_sent),
+             PS_CASE(hurry_gives_up_a_failing_insert_at_the_deadline_without_completions),
              PS_CASE(refused_rows_are_reported_to_their_message),
              PS_CASE(a_failing_sink_keeps_its_batch_and_the_bound_holds_pushers_back),
              PS_CASE(rows_of_an_old_generation_are_not_inserted),
