@@ -21,6 +21,7 @@
 #include "codec/ps_pbjson.h"
 #include "codec/ps_pbjson_internal.h"
 #include "core/ps_error.h"
+#include "core/ps_word.h"
 
 #define PS__PATH_TEXT 512
 
@@ -146,6 +147,14 @@ static void ps__path_text(const ps__wire_ctx *ctx, int depth, char *out) {
  */
 static const char *ps__string_problem(const uint8_t *s, size_t n) {
   static const char nul[] = "contains U+0000, which is not accepted in strings";
+  if (n < 8) {
+    /* Most strings of an event are this short: one word decides the common case, all ASCII and no NUL. */
+    if (!n)
+      return NULL;
+    uint64_t w = ps_word_short(s, n);
+    if (!((w & PS_PBJSON__HIGHS) | ps_pbjson__has_less(w, 1)))
+      return NULL;
+  }
   size_t i = 0;
   while (i < n) {
     if (n - i >= 8) {

@@ -58,4 +58,11 @@ static inline void ps_buf_puts(ps_buf *b, const char *s) {
 void ps_buf_put_i64(ps_buf *b, int64_t v);
 void ps_buf_put_u64(ps_buf *b, uint64_t v);
 
+/* The most ps_dec_u64 and ps_dec_i64 write: UINT64_MAX has 20 digits, INT64_MIN a sign and 19. */
+#define PS_DEC_U64_MAX 20
+#define PS_DEC_I64_MAX 20
+/** Writes the decimal form of v at out (no NUL), returns its length: for writers that made room. */
+size_t ps_dec_u64(char *out, uint64_t v);
+size_t ps_dec_i64(char *out, int64_t v);
+
 #endif

@@ -31,6 +31,7 @@
 #include "core/ps_buf.h"
 #include "core/ps_error.h"
 #include "core/ps_log.h"
+#include "core/ps_word.h"
 #include "sink/ps_sink.h"
 #include "sink/ps_sink_rejects.h"
 
@@ -189,25 +190,12 @@ static inline uint64_t ps__tsv_load8(const unsigned char *p) {
  * A length i such that s[0..i) needs no escaping, and i == n exactly when
  * none of s does: 16 bytes at a time, then 8, then the last n % 8 bytes as
  * the word that ends s (it overlaps bytes already seen, which are clean). A
- * string shorter than 8 bytes is tested as one word made of two overlapping
- * 4-byte loads, or of its first, middle and last byte padded with spaces;
- * when that word has a hit the answer is 0.
+ * string shorter than 8 bytes is tested as one word (ps_word_short); when
+ * that word has a hit the answer is 0.
  */
 static inline size_t ps__tsv_clean(const unsigned char *s, size_t n) {
-  if (n < 8) {
-    uint64_t w;
-    if (n >= 4) {
-      uint32_t lo, hi;
-      memcpy(&lo, s, 4);
-      memcpy(&hi, s + n - 4, 4);
-      w = lo | (uint64_t)hi << 32;
-    } else if (n) {
-      w = s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16 | 0x2020202020000000ull;
-    } else {
-      return 0;
-    }
-    return ps__tsv_maybe(w) ? 0 : n;
-  }
+  if (n < 8)
+    return n && !ps__tsv_maybe(ps_word_short(s, n)) ? n : 0;
   size_t i = 0;
   for (; n - i >= 16; i += 16)
     if (ps__tsv_maybe(ps__tsv_load8(s + i)) | ps__tsv_maybe(ps__tsv_load8(s + i + 8)))
@@ -221,20 +209,19 @@ static inline size_t ps__tsv_clean(const unsigned char *s, size_t n) {
 }
 
 /*
- * Appends s[0..n) escaped. Most strings (JSON, identifiers) need no escape
- * at all: one scan, 8 bytes at a time, and one copy. Otherwise the bytes from
- * the first word with a possible hit are looked up one by one in
- * ps__tsv_esc, still skipping clean words, and each clean run is copied with
- * one append.
+ * Writes s[0..n) escaped at w, which has room for 2n bytes, and returns the
+ * end. Most strings (JSON, identifiers) need no escape at all: one scan, 8
+ * bytes at a time, and one copy. Otherwise the bytes from the first word with
+ * a possible hit are looked up one by one in ps__tsv_esc, still skipping
+ * clean words.
  */
-static void ps__tsv_string(ps_buf *b, const char *s, size_t n) {
+static char *ps__tsv_string(char *w, const char *s, size_t n) {
   const unsigned char *u = (const unsigned char *)s;
   size_t i = ps__tsv_clean(u, n), run = 0;
   if (i == n) {
-    ps_buf_append(b, s, n);
-    return;
+    memcpy(w, s, n);
+    return w + n;
   }
-  ps_buf_reserve(b, n + n / 8 + 2);
   while (i < n) {
     while (n - i >= 8 && !ps__tsv_maybe(ps__tsv_load8(u + i)))
       i += 8;
@@ -245,12 +232,14 @@ static void ps__tsv_string(ps_buf *b, const char *s, size_t n) {
       i++;
       continue;
     }
-    char esc[2] = {'\\', e};
-    ps_buf_append(b, s + run, i - run);
-    ps_buf_append(b, esc, 2);
+    memcpy(w, s + run, i - run);
+    w += i - run;
+    *w++ = '\\';
+    *w++ = e;
     run = ++i;
   }
-  ps_buf_append(b, s + run, n - run);
+  memcpy(w, s + run, n - run);
+  return w + n - run;
 }
 
 /* Forgets the batch; what rejected() reports is left alone. */
@@ -275,27 +264,37 @@ static void ps__ch_write(ps_sink *bs, const ps_value *row) {
       abort();
   }
   s->off[s->nrows] = s->rows.len;
+  /* Room for the whole row at once, then the row is written without a check per value: each string
+     twice its length (all escapes), and 32 bytes a column for its separator and any number (20 digits at
+     most, 24 characters for "%.17g"). */
+  size_t room = t->ncols * 32 + 1;
+  for (size_t i = 0; i < t->ncols; i++)
+    if (t->cols[i].type == PS_COL_STRING && row[i].s)
+      room += 2 * row[i].len;
+  ps_buf_reserve(&s->rows, room);
+  char *w = s->rows.data + s->rows.len;
   for (size_t i = 0; i < t->ncols; i++) {
     if (i)
-      ps_buf_putc(&s->rows, '\t');
+      *w++ = '\t';
     const ps_value *v = &row[i];
     switch (t->cols[i].type) {
     case PS_COL_STRING:
-      ps__tsv_string(&s->rows, v->s ? v->s : "", v->s ? v->len : 0);
+      if (v->s)
+        w = ps__tsv_string(w, v->s, v->len);
       break;
     case PS_COL_INT64:
-    case PS_COL_DATETIME:
-      ps_buf_put_i64(&s->rows, v->i);
-      break;
-    case PS_COL_UINT64:
-      ps_buf_put_u64(&s->rows, v->u);
-      break;
-    case PS_COL_FLOAT64:
+    case PS_COL_DATETIME: w += ps_dec_i64(w, v->i); break;
+    case PS_COL_UINT64: w += ps_dec_u64(w, v->u); break;
+    case PS_COL_FLOAT64: /* rare: through printf, which needs the buffer's length up to date */
+      s->rows.len = (size_t)(w - s->rows.data);
       ps_buf_printf(&s->rows, "%.17g", v->f);
+      w = s->rows.data + s->rows.len;
       break;
     }
   }
-  ps_buf_putc(&s->rows, '\n');
+  *w++ = '\n';
+  s->rows.len = (size_t)(w - s->rows.data);
+  s->rows.data[s->rows.len] = '\0';
   s->idx[s->nrows] = s->next_idx++;
   s->nrows++;
   s->off[s->nrows] = s->rows.len;

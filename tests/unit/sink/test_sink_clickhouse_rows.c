@@ -360,7 +360,63 @@ PS_TEST(test_tsv_escaping_byte_for_byte) {
   free_ch(&ch);
 }
 
+static fh_reply ok_script(fake_http *fh, const fh_req *r, size_t n) {
+  (void)fh, (void)r, (void)n;
+  return (fh_reply){200, "", NULL, 0};
+}
+
+/* A row of every column type, with the widest values each can take and strings that are all escapes (the row
+   writer reserves the room for the whole row up front: twice each string, 32 bytes a column), as printf and
+   reference_tsv write them; a missing string is empty. Rows are written until the buffer has grown several
+   times. */
+PS_TEST(test_every_column_type_at_its_widest) {
+  static const ps_column wide_cols[] = {{"s", PS_COL_STRING},   {"u", PS_COL_UINT64}, {"f", PS_COL_FLOAT64},
+                                        {"d", PS_COL_DATETIME}, {"i", PS_COL_INT64},  {"none", PS_COL_STRING},
+                                        {"f2", PS_COL_FLOAT64}};
+  static const ps_table wide = {"w", 7, wide_cols, "ENGINE = Memory"};
+  fake_http fh;
+  PS_CHECK(fh_start(&fh, 0, ok_script, NULL) == 0);
+  ps_log_setup(PS_LOG_ERROR, PS_LOG_TEXT);
+  snprintf(url, sizeof url, "http://127.0.0.1:%u", fh.port);
+  ps_clickhouse_options o = {url, "db", "", "", 5000};
+  ps_sink *s = ps_sink_clickhouse_create(&o, &wide);
+  static char str[3000];
+  ps_buf want = PS_BUF_INIT;
+  for (size_t r = 0; r < 40; r++) {
+    size_t len = (r * 397) % sizeof str;
+    memset(str, r % 2 ? '\t' : '\\', len);
+    ps_value v[7];
+    memset(v, 0, sizeof v);
+    v[0].s = str;
+    v[0].len = len;
+    v[1].u = UINT64_MAX - r;
+    v[2].f = -1.2345678901234567e+308;
+    v[3].i = INT64_MIN + (int64_t)r;
+    v[4].i = r % 2 ? INT64_MAX : INT64_MIN;
+    v[6].f = 1.0 / 3;
+    ps_sink_write(s, v);
+    for (size_t i = 0; i < len; i++)
+      ps_buf_puts(&want, r % 2 ? "\\t" : "\\\\");
+    ps_buf_printf(&want, "\t%llu\t%.17g\t%lld\t%lld\t\t%.17g\n", (unsigned long long)v[1].u, v[2].f,
+                  (long long)v[3].i, (long long)v[4].i, v[6].f);
+  }
+  char err[512];
+  PS_CHECK_INT_EQ(ps_sink_flush(s, err, sizeof err), PS_SINK_OK);
+  PS_CHECK_INT_EQ(fh_count(&fh), 1);
+  const ps_buf *body = &fh.req[0].body;
+  PS_CHECK(strstr(fh.req[0].url, "INSERT INTO db.w (s, u, f, d, i, none, f2) FORMAT TabSeparated"));
+  size_t at = 0;
+  while (at < want.len && at < body->len && want.data[at] == body->data[at])
+    at++;
+  PS_CHECK_MSG(body->len == want.len && at == want.len,
+               "body differs at byte %zu of %zu (got %zu): \"%.40s\"", at, want.len, body->len,
+               body->data ? body->data + at : "");
+  ps_buf_free(&want);
+  ps_sink_destroy(s);
+  fh_stop(&fh);
+}
+
 PS_TEST_MAIN(PS_CASE(test_good_batch_one_insert), PS_CASE(test_bad_rows_are_isolated),
              PS_CASE(test_all_rows_bad), PS_CASE(test_retry_before_anything_is_stored),
              PS_CASE(test_retry_during_bisection_keeps_what_landed), PS_CASE(test_refusal_survives_a_retry),
-             PS_CASE(test_tsv_escaping_byte_for_byte))
+             PS_CASE(test_tsv_escaping_byte_for_byte), PS_CASE(test_every_column_type_at_its_widest))
