@@ -88,6 +88,8 @@ struct ps_consumer_group {
   ps_consumer_factory factory;
   ps__consumer *consumers;
   ps_sinker *sinker; /* buffered groups */
+  /* Of "insert failed; retrying": one per queue, so that one queue's failures do not hide another's. */
+  ps_log_ratelimit insert_rl;
   _Atomic int stop;
   _Atomic int64_t deadline_ns;
 };
@@ -253,9 +255,8 @@ static int ps__flush(ps__consumer *c) {
         return PS_ECONN;
       return 0;
     }
-    static ps_log_ratelimit rl;
     long long sup;
-    if (ps_log_ratelimit_ok(&rl, 5000, &sup)) {
+    if (ps_log_ratelimit_ok(&g->insert_rl, 5000, &sup)) {
       char n[32];
       snprintf(n, sizeof n, "%lld", sup);
       ps_warn("consumer: insert failed; retrying", "queue", g->opt.queue, "error", err, "suppressed", n);
@@ -512,7 +513,11 @@ static void *ps__consumer_main(void *arg) {
     if (c->pending_msgs && (drained || ps_sink_pending(c->sink) >= (size_t)g->opt.batch_rows ||
                             (g->opt.prefetch > 0 && c->pending_msgs >= (size_t)g->opt.prefetch) ||
                             ps__holds_enough(c) || ps_now_ns() - c->oldest_ns >= flush_ns)) {
-      if (ps__flush(c) != 0)
+      int frc = ps__flush(c);
+      if (frc == PS_ETIMEDOUT)
+        ps_warn("consumer: stopped before its last batch landed; its messages return to the queue", "queue",
+                g->opt.queue);
+      if (frc != 0)
         ps__drop_conn(c);
     }
     if (drained)

@@ -12,9 +12,12 @@ Scenarios (all run by default; --only a,c picks some):
   c  ClickHouse is down for OUTAGE_S       f  penstock gets SIGKILL under load, is started again
   g  penstock gets SIGKILL under load while RabbitMQ is down (what it acknowledged is only in its spool),
      is started again, then RabbitMQ returns: the spool is replayed
+  h  penstock gets SIGTERM under load while ClickHouse is down (its consumers hold messages they cannot
+     insert: they must give them up at the shutdown deadline, unacknowledged), is started again, then
+     ClickHouse returns: RabbitMQ's redeliveries land
 
 It talks to the servers tests/faults/run started (scripts/servers, on the fault ports; PS_SERVERS_DIR and
-the PS_* port variables are inherited) and stops and starts them itself for a, b and c.
+the PS_* port variables are inherited) and stops and starts them itself for a, b, c, g and h.
 
 Settings (environment; tests/faults/run sets the first three):
   PENSTOCK_BIN, PS_TEST_RABBITMQ_URL, PS_TEST_CLICKHOUSE_URL   as for tests/integration (pstest)
@@ -28,8 +31,8 @@ Settings (environment; tests/faults/run sets the first three):
   PS_FAULT_SETTLE_S      longest wait for everything acknowledged to land (90)
   PS_FAULT_QUIET_S       ...which ends early when nothing lands for this long and the pipeline is idle (20)
   PS_FAULT_RSS_LIMIT_MB  bound on penstock's peak resident memory        (300)
-  PS_FAULT_STOP_WAIT_S   c: seconds stop-clickhouse waits after SIGTERM before SIGKILL (10)
-  PS_FAULT_KILL_HOLD_S   g: load with RabbitMQ down before the SIGKILL, and again after the restart (5)
+  PS_FAULT_STOP_WAIT_S   c, h: seconds stop-clickhouse waits after SIGTERM before SIGKILL (10)
+  PS_FAULT_KILL_HOLD_S   g, h: load with the server down before the signal, and again after the restart (5)
   PS_FAULT_KEEP=1        keep each scenario's ClickHouse database
 """
 
@@ -80,6 +83,8 @@ DEFAULT_QUEUES = ("grpc_clickhouse_event_q", "clickhouse_click_event_q", "app_in
                   "graphy_event_q", "trace_log", "affiliate_orders_event_q", "post_log_events_q",
                   "sentiment_log_events_q", "shopify_events_q")
 SKIPPED_ERROR_QUEUE = "grpc_event_skipped.error"
+# The queue every gRPC event reaches (binding "#"), consumed into `events`: what scenario h's consumers hold.
+EVENTS_QUEUE = "grpc_clickhouse_event_q"
 HTTP_QUEUE = "fault_http_forward_q"
 # Event types (Event oneof fields) that scenario d's topology forwards to the HTTP target.
 FORWARDED = {"completePurchaseEvent": "CompletePurchaseEvent", "addToCartEvent": "AddToCartEvent"}
@@ -334,7 +339,8 @@ class Sampler:
     NAMES = ("penstock_events_accepted_total", "penstock_events_published_total", "penstock_spool_records",
              "penstock_spool_appended_records_total", "penstock_spool_committed_records_total",
              "penstock_messages_dead_lettered_total",
-             "penstock_queue_depth", "penstock_publish_given_up_events_total", "penstock_publish_errors_total")
+             "penstock_queue_depth", "penstock_publish_given_up_events_total", "penstock_publish_errors_total",
+             "penstock_messages_published_total")
 
     def __init__(self):
         self.proc = None
@@ -435,6 +441,26 @@ def queue_counts(names):
     finally:
         conn.close()
     return out
+
+
+def queue_after_exit(name, limit_s=3.0):
+    """(messages, consumers) of queue name once no consumer is left on it and the count held still for 0.2 s:
+    RabbitMQ takes back what a closed connection held unacknowledged a moment after the close (at most
+    limit_s)."""
+    deadline = time.monotonic() + limit_s
+    conn = pstest.amqp_connection()
+    try:
+        ch = conn.channel()
+        last = None
+        while True:
+            m = ch.queue_declare(name, passive=True).method
+            now = (m.message_count, m.consumer_count)
+            if (now == last and not m.consumer_count) or time.monotonic() >= deadline:
+                return now
+            last = now
+            time.sleep(0.2)
+    finally:
+        conn.close()
 
 
 def purge_queues(names):
@@ -857,7 +883,9 @@ def fault_http_503(s):
     return time.monotonic()
 
 
-def restart_after(s, sig):
+def restart_after(s, sig, after_exit=None):
+    """Stops penstock with sig (SIGTERM: it must exit 0 within SHUTDOWN_TIMEOUT_MS + 5 s) and starts it again
+    with the same environment; after_exit(old), when given, runs between the two."""
     old = s.penstock
     s.intended_exit.add(old)
     s.sampler.sample()  # its counters as close to its end as possible
@@ -874,9 +902,12 @@ def restart_after(s, sig):
         elif rc != 0:
             s.problems.append("%s exited %s after SIGTERM under load (expected 0); stderr tail:\n%s"
                               % (old.name, rc, old.stderr_tail(15)))
+        s.result["sigterm_exit_s"] = round(time.monotonic() - t, 1)
         s.notes.append("SIGTERM: %s drained and exited %s in %.1fs" % (old.name, rc, time.monotonic() - t))
         log("%s: %s exited %s after %.1fs" % (s.key, old.name, rc, time.monotonic() - t))
     end = time.monotonic()
+    if after_exit:
+        after_exit(old)
     s.start_penstock()
     return end
 
@@ -895,6 +926,61 @@ def fault_sigkill_broker_down(s):
     return time.monotonic()
 
 
+def fault_sigterm_clickhouse_down(s):
+    """ClickHouse stops; the consumers of EVENTS_QUEUE take what their prefetch allows and cannot insert it;
+    penstock gets SIGTERM: at the shutdown deadline they must give those inserts up and leave the messages
+    unacknowledged (RabbitMQ takes them back), and penstock must exit 0. It is started again at once, still
+    without ClickHouse; then ClickHouse comes back and RabbitMQ's redeliveries must land. Acknowledging a
+    message whose insert failed loses its events (lost > 0: the check that catches it; the count below only
+    shows that the shutdown had work to give up).
+
+    How many messages the consumers held is measured without the management plugin: nothing leaves
+    EVENTS_QUEUE while ClickHouse is down, so what its consumers held unacknowledged at the SIGTERM is what is
+    in it after the exit, minus what was ready in it before the SIGTERM, minus what penstock published (every
+    message of the event exchange reaches it) from then until its exit."""
+    servers("stop-clickhouse", wait_s=STOP_WAIT_S)
+    log("%s: ClickHouse down, load for %gs" % (s.key, KILL_HOLD_S))
+    time.sleep(KILL_HOLD_S)
+    old = s.penstock
+    published = old.metrics(timeout=2).total("penstock_messages_published_total")
+    ready = queue_counts((EVENTS_QUEUE,))[EVENTS_QUEUE]
+    held = {"ready_before_sigterm": ready}
+
+    def count(p):
+        # p's last scrape: at most a second before its exit, long after its last publish (its consumers
+        # waited for the deadline).
+        held["published_after"] = int(s.sampler.latest(p, "penstock_messages_published_total") - published)
+        held["queued_after_exit"], consumers = queue_after_exit(EVENTS_QUEUE)
+        held["held_at_sigterm"] = held["queued_after_exit"] - ready - held["published_after"]
+        log("%s: %s after the exit: %d messages (%d ready before the SIGTERM, %d published after it): "
+            "%d were held unacknowledged" % (s.key, EVENTS_QUEUE, held["queued_after_exit"], ready,
+                                             held["published_after"], held["held_at_sigterm"]))
+        if consumers:
+            s.problems.append("%d consumers still on %s 3 s after %s exited" % (consumers, EVENTS_QUEUE, p.name))
+        gave_up = [line for line in p.stderr_text().splitlines()
+                   if "stopped before its last batch landed" in line and EVENTS_QUEUE in line]
+        held["gave_up_warnings"] = len(gave_up)
+        if not gave_up:
+            s.problems.append("%s did not log that the consumers of %s gave up their last batch at the deadline"
+                              % (p.name, EVENTS_QUEUE))
+        if held["queued_after_exit"] <= 0 or held["held_at_sigterm"] <= 0:
+            s.problems.append("%s held no unacknowledged message of %s at the SIGTERM (%d in it after the exit, "
+                              "%d ready before, %d published since): the shutdown had nothing to give up (or "
+                              "acknowledged all of it)"
+                              % (p.name, EVENTS_QUEUE, held["queued_after_exit"], ready, held["published_after"]))
+        s.notes.append("%s right after the SIGTERM exit: %d messages, %d of them held unacknowledged by %s's "
+                       "consumers (the others: %d ready before the SIGTERM, %d published while it drained)"
+                       % (EVENTS_QUEUE, held["queued_after_exit"], held["held_at_sigterm"], p.name, ready,
+                          held["published_after"]))
+
+    s.result["held"] = held
+    restart_after(s, signal.SIGTERM, after_exit=count)
+    log("%s: ClickHouse still down, load for %gs" % (s.key, KILL_HOLD_S))
+    time.sleep(KILL_HOLD_S)
+    servers("start-clickhouse")
+    return time.monotonic()
+
+
 SCENARIOS = (
     ("a", "rabbitmq-restart", "RabbitMQ restarts", fault_rabbitmq_restart, {}),
     ("b", "rabbitmq-down", "RabbitMQ is down for %gs" % OUTAGE_S, fault_rabbitmq_down, {}),
@@ -906,6 +992,8 @@ SCENARIOS = (
      lambda s: restart_after(s, signal.SIGKILL), {}),
     ("g", "sigkill-broker-down", "penstock gets SIGKILL under load while RabbitMQ is down, is started again "
      "(still down), then RabbitMQ returns (spool replay)", fault_sigkill_broker_down, {}),
+    ("h", "sigterm-clickhouse-down", "penstock gets SIGTERM under load while ClickHouse is down, is started "
+     "again (still down), then ClickHouse returns (redelivery)", fault_sigterm_clickhouse_down, {}),
 )
 
 
