@@ -52,8 +52,8 @@
 
 /* Whether any of the 8 bytes in w needs more than a copy: below 0x20, '"', '\\' or >= 0x80. */
 static inline uint64_t ps__str_special(uint64_t w) {
-  return ps_pbjson__has_less(w, 0x20) | ps_pbjson__has_byte(w, '"') | ps_pbjson__has_byte(w, '\\') |
-         (w & PS_PBJSON__HIGHS);
+  return ps_word_has_less(w, 0x20) | ps_word_has_byte(w, '"') | ps_word_has_byte(w, '\\') |
+         (w & PS_WORD_HIGHS);
 }
 
 /*
@@ -66,7 +66,7 @@ __attribute__((noinline)) static int ps__put_str_slow(ps_buf *out, const unsigne
   size_t run = 0;
   ps_buf_putc(out, '"');
   while (i < n) {
-    while (n - i >= 8 && !ps__str_special(ps_pbjson__load8(s + i)))
+    while (n - i >= 8 && !ps__str_special(ps_word_load8(s + i)))
       i += 8;
     if (i >= n)
       break;
@@ -129,13 +129,13 @@ __attribute__((always_inline)) static inline int ps__put_str(ps_buf *out, const 
   size_t i = 0;
   if (n >= 8) {
     for (; n - i >= 8; i += 8) {
-      uint64_t x = ps_pbjson__load8(s + i);
+      uint64_t x = ps_word_load8(s + i);
       if (ps__str_special(x))
         return ps__put_str_slow(out, s, n, i, check);
       memcpy(w + i, &x, 8);
     }
     if (i < n) {
-      uint64_t x = ps_pbjson__load8(s + n - 8);
+      uint64_t x = ps_word_load8(s + n - 8);
       if (ps__str_special(x))
         return ps__put_str_slow(out, s, n, i, check);
       memcpy(w + n - 8, &x, 8);

@@ -597,10 +597,10 @@ static const ProtobufCFieldDescriptor *ps__lookup(ps__tls *c, const ProtobufCMes
   const unsigned char *k = (const unsigned char *)key;
   uint64_t a = 0, m = 0, b = 0;
   if (n >= 8) {
-    a = ps_pbjson__load8(k);
-    b = ps_pbjson__load8(k + n - 8);
+    a = ps_word_load8(k);
+    b = ps_word_load8(k + n - 8);
     if (n > 16)
-      m = ps_pbjson__load8(k + 8);
+      m = ps_word_load8(k + 8);
   } else {
     for (size_t i = 0; i < n; i++)
       a |= (uint64_t)k[i] << (8 * i);

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/ps_word.h"
+
 /*
  * Nesting deeper than this is refused by the encoder, the decoder and the
  * UTF-8 check. 100 is the default recursion limit of the C++ and Python
@@ -156,24 +158,6 @@ static inline size_t ps_pbjson__utf8_seq(const unsigned char *p, size_t n) {
     return p[1] >= lo && p[1] <= hi ? 4 : 0;
   }
   return 0;
-}
-
-/*
- * Word-at-a-time tests on 8 bytes (Hacker's Delight, "find a zero byte"):
- * nonzero iff some byte of w is below 0x20 / equals b / has its top bit set.
- */
-#define PS_PBJSON__ONES 0x0101010101010101ull
-#define PS_PBJSON__HIGHS 0x8080808080808080ull
-static inline uint64_t ps_pbjson__has_less(uint64_t w, unsigned b) {
-  return (w - PS_PBJSON__ONES * b) & ~w & PS_PBJSON__HIGHS;
-}
-static inline uint64_t ps_pbjson__has_byte(uint64_t w, unsigned b) {
-  return ps_pbjson__has_less(w ^ (PS_PBJSON__ONES * b), 1);
-}
-static inline uint64_t ps_pbjson__load8(const unsigned char *p) {
-  uint64_t w;
-  memcpy(&w, p, 8);
-  return w;
 }
 
 #endif

@@ -19,11 +19,11 @@ size_t ps_utf8_prefix(const char *str, size_t n) {
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0;
   while (i < n) {
-    while (n - i >= 32 && ((ps_pbjson__load8(s + i) | ps_pbjson__load8(s + i + 8) | ps_pbjson__load8(s + i + 16) |
-                            ps_pbjson__load8(s + i + 24)) &
-                           PS_PBJSON__HIGHS) == 0)
+    while (n - i >= 32 && ((ps_word_load8(s + i) | ps_word_load8(s + i + 8) | ps_word_load8(s + i + 16) |
+                            ps_word_load8(s + i + 24)) &
+                           PS_WORD_HIGHS) == 0)
       i += 32;
-    while (n - i >= 8 && (ps_pbjson__load8(s + i) & PS_PBJSON__HIGHS) == 0)
+    while (n - i >= 8 && (ps_word_load8(s + i) & PS_WORD_HIGHS) == 0)
       i += 8;
     if (i >= n)
       break;

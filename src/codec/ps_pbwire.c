@@ -21,7 +21,6 @@
 #include "codec/ps_pbjson.h"
 #include "codec/ps_pbjson_internal.h"
 #include "core/ps_error.h"
-#include "core/ps_word.h"
 
 #define PS__PATH_TEXT 512
 
@@ -152,21 +151,21 @@ static const char *ps__string_problem(const uint8_t *s, size_t n) {
     if (!n)
       return NULL;
     uint64_t w = ps_word_short(s, n);
-    if (!((w & PS_PBJSON__HIGHS) | ps_pbjson__has_less(w, 1)))
+    if (!((w & PS_WORD_HIGHS) | ps_word_has_less(w, 1)))
       return NULL;
   }
   size_t i = 0;
   while (i < n) {
     if (n - i >= 8) {
-      uint64_t w = ps_pbjson__load8(s + i);
-      if (!((w & PS_PBJSON__HIGHS) | ps_pbjson__has_less(w, 1))) {
+      uint64_t w = ps_word_load8(s + i);
+      if (!((w & PS_WORD_HIGHS) | ps_word_has_less(w, 1))) {
         i += 8;
         continue;
       }
     } else if (i >= 8) {
       /* The last n - i bytes, as the word that ends the string: the bytes before i are checked. */
-      uint64_t w = ps_pbjson__load8(s + n - 8);
-      if (!((w & PS_PBJSON__HIGHS) | ps_pbjson__has_less(w, 1)))
+      uint64_t w = ps_word_load8(s + n - 8);
+      if (!((w & PS_WORD_HIGHS) | ps_word_has_less(w, 1)))
         return NULL;
     }
     unsigned c = s[i];

@@ -267,6 +267,16 @@ static int ps__flush(ps__consumer *c) {
   }
 }
 
+/* Flushes; if that fails the connection goes, and its unacknowledged messages with it, back to the queue. */
+static void ps__flush_or_drop(ps__consumer *c) {
+  int rc = ps__flush(c);
+  if (rc == PS_ETIMEDOUT)
+    ps_warn("consumer: stopped before its last batch landed; its messages return to the queue", "queue",
+            c->g->opt.queue);
+  if (rc != 0)
+    ps__drop_conn(c);
+}
+
 static uint64_t ps__hash(const char *s) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
   for (; *s; s++)
@@ -513,12 +523,7 @@ static void *ps__consumer_main(void *arg) {
     if (c->pending_msgs && (drained || ps_sink_pending(c->sink) >= (size_t)g->opt.batch_rows ||
                             (g->opt.prefetch > 0 && c->pending_msgs >= (size_t)g->opt.prefetch) ||
                             ps__holds_enough(c) || ps_now_ns() - c->oldest_ns >= flush_ns)) {
-      int frc = ps__flush(c);
-      if (frc == PS_ETIMEDOUT)
-        ps_warn("consumer: stopped before its last batch landed; its messages return to the queue", "queue",
-                g->opt.queue);
-      if (frc != 0)
-        ps__drop_conn(c);
+      ps__flush_or_drop(c);
     }
     if (drained)
       break;
@@ -526,9 +531,8 @@ static void *ps__consumer_main(void *arg) {
   if (c->conn && g->sinker && c->npending)
     ps_warn("consumer: stopped before its last messages landed; they return to the queue", "queue",
             g->opt.queue);
-  if (c->conn && !g->sinker && ps__flush(c) != 0)
-    ps_warn("consumer: stopped before its last batch landed; its messages return to the queue", "queue",
-            g->opt.queue);
+  if (c->conn && !g->sinker)
+    ps__flush_or_drop(c);
   if (c->conn)
     ps__drop_conn(c);
   ps_dead_letter_sender_close(&c->dls);

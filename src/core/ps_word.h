@@ -1,7 +1,9 @@
 /*
- * ps_word: reading a short string as one 64-bit word, for the scans that test
- * 8 bytes at a time whether any byte needs a closer look (the TabSeparated
- * escaper, the UTF-8 and NUL check of strings on the wire).
+ * ps_word: strings scanned 8 bytes at a time, each word tested at once for a
+ * byte that needs a closer look (the JSON and TabSeparated escapers, the
+ * UTF-8 and NUL checks, the JSON decoder's key lookup). The tests are Hacker's
+ * Delight's "find a zero byte": they never miss a byte, and may flag one more
+ * above a byte they found, which a byte-by-byte look then sorts out.
  */
 #ifndef PS_WORD_H
 #define PS_WORD_H
@@ -9,6 +11,26 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#define PS_WORD_ONES 0x0101010101010101ull
+#define PS_WORD_HIGHS 0x8080808080808080ull
+
+/** Nonzero iff some byte of w is below b (b <= 128). */
+static inline uint64_t ps_word_has_less(uint64_t w, unsigned b) {
+  return (w - PS_WORD_ONES * b) & ~w & PS_WORD_HIGHS;
+}
+
+/** Nonzero iff some byte of w equals b. */
+static inline uint64_t ps_word_has_byte(uint64_t w, unsigned b) {
+  return ps_word_has_less(w ^ (PS_WORD_ONES * b), 1);
+}
+
+/** The 8 bytes at p, unaligned. */
+static inline uint64_t ps_word_load8(const unsigned char *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return w;
+}
 
 /**
  * For 0 < n < 8: a word that holds every byte of s[0..n) and, beside them,

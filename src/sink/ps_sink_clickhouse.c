@@ -172,18 +172,11 @@ static const char ps__tsv_esc[256] = {
 /*
  * Whether any of the 8 bytes in w may need escaping: the escaped bytes but
  * the backslash are all below 14, so the test is "a byte below 14 or a
- * backslash" (Hacker's Delight's "find a zero byte", which never misses one;
- * the few bytes below 14 that need no escape are sorted out by the table).
+ * backslash" (it never misses one; the few bytes below 14 that need no escape
+ * are sorted out by the table).
  */
 static inline uint64_t ps__tsv_maybe(uint64_t w) {
-  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull, bs = ones * '\\';
-  return ((w - ones * 14) & ~w & highs) | (((w ^ bs) - ones) & ~(w ^ bs) & highs);
-}
-
-static inline uint64_t ps__tsv_load8(const unsigned char *p) {
-  uint64_t w;
-  memcpy(&w, p, 8);
-  return w;
+  return ps_word_has_less(w, 14) | ps_word_has_byte(w, '\\');
 }
 
 /*
@@ -198,14 +191,14 @@ static inline size_t ps__tsv_clean(const unsigned char *s, size_t n) {
     return n && !ps__tsv_maybe(ps_word_short(s, n)) ? n : 0;
   size_t i = 0;
   for (; n - i >= 16; i += 16)
-    if (ps__tsv_maybe(ps__tsv_load8(s + i)) | ps__tsv_maybe(ps__tsv_load8(s + i + 8)))
+    if (ps__tsv_maybe(ps_word_load8(s + i)) | ps__tsv_maybe(ps_word_load8(s + i + 8)))
       return i;
   if (n - i >= 8) {
-    if (ps__tsv_maybe(ps__tsv_load8(s + i)))
+    if (ps__tsv_maybe(ps_word_load8(s + i)))
       return i;
     i += 8;
   }
-  return i == n || !ps__tsv_maybe(ps__tsv_load8(s + n - 8)) ? n : i;
+  return i == n || !ps__tsv_maybe(ps_word_load8(s + n - 8)) ? n : i;
 }
 
 /*
@@ -223,7 +216,7 @@ static char *ps__tsv_string(char *w, const char *s, size_t n) {
     return w + n;
   }
   while (i < n) {
-    while (n - i >= 8 && !ps__tsv_maybe(ps__tsv_load8(u + i)))
+    while (n - i >= 8 && !ps__tsv_maybe(ps_word_load8(u + i)))
       i += 8;
     if (i >= n)
       break;
