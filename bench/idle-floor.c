@@ -52,24 +52,26 @@ int main(int argc, char **argv) {
   grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
   int port = grpc_server_add_http2_port(server, addr, creds);
   grpc_server_credentials_release(creds);
+  int rc = 0;
   if (port == 0) {
     fprintf(stderr, "idle-floor: cannot listen on %s\n", addr);
-    return 1;
-  }
-  grpc_server_start(server);
-  printf("ready port=%d\n", port);
-  fflush(stdout);
+    rc = 1; /* the server never started: it is destroyed as it is */
+  } else {
+    grpc_server_start(server);
+    printf("ready port=%d\n", port);
+    fflush(stdout);
 
-  /* This thread polls the completion queue, as penstock's do: gRPC's I/O runs on the threads that poll. */
-  while (!stopping)
-    grpc_completion_queue_next(
-        cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)), NULL);
+    /* This thread polls the completion queue, as penstock's do: gRPC's I/O runs on the threads that poll. */
+    while (!stopping)
+      grpc_completion_queue_next(
+          cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)), NULL);
 
-  grpc_server_shutdown_and_notify(server, cq, NULL);
-  for (;;) {
-    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type == GRPC_OP_COMPLETE) /* the shutdown's tag: no call is ever requested */
-      break;
+    grpc_server_shutdown_and_notify(server, cq, NULL);
+    for (;;) {
+      grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+      if (ev.type == GRPC_OP_COMPLETE) /* the shutdown's tag: no call is ever requested */
+        break;
+    }
   }
   grpc_server_destroy(server);
   grpc_completion_queue_shutdown(cq);
@@ -79,5 +81,5 @@ int main(int argc, char **argv) {
   grpc_completion_queue_destroy(cq);
   grpc_shutdown();
   curl_global_cleanup();
-  return 0;
+  return rc;
 }

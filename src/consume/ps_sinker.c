@@ -87,6 +87,7 @@ struct ps_sinker {
   int hurry, quit;      /* under mu */
   int window_full;      /* under mu: a consumer holds window messages in the buffer */
   int opened;           /* the sinker thread's: the sink's table is known to exist */
+  ps_log_ratelimit insert_rl; /* the sinker thread's: its "insert failed" warnings, each sinker its own */
   _Atomic int64_t deadline_ns;
   _Atomic int stop_retrying;
   ps_counter *m_buffered;
@@ -192,9 +193,8 @@ static int ps__insert(ps_sinker *s, ps__batch *b) {
     if (res != PS_SINK_RETRY)
       break;
     ps__count(s->opt.m_ins_retry, 1);
-    static ps_log_ratelimit rl;
     long long sup;
-    if (ps_log_ratelimit_ok(&rl, 5000, &sup)) {
+    if (ps_log_ratelimit_ok(&s->insert_rl, 5000, &sup)) {
       char n[32];
       snprintf(n, sizeof n, "%lld", sup);
       ps_warn("sinker: insert failed; retrying", "queue", s->opt.name, "error", err, "suppressed", n);

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -291,3 +292,16 @@ def test_idle_floor_maps_what_idle_penstock_maps(penstock_proc, db):
         if floor.poll() is None:
             floor.kill()
             floor.wait()
+
+
+def test_idle_floor_says_so_when_it_cannot_listen():
+    """On a port that is taken, idle-floor exits 1 and names the address (bench/compare then reports that it
+    did not start instead of a figure)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        addr = "127.0.0.1:%d" % taken.getsockname()[1]
+        r = subprocess.run([IDLE_FLOOR_BIN, addr], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r
+    assert r.stdout == "", r.stdout
+    assert "idle-floor: cannot listen on %s" % addr in r.stderr, r.stderr

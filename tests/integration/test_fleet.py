@@ -808,6 +808,52 @@ def test_http_sink_dead_letters_a_4xx_and_goes_on(penstock_proc, fleet):
     assert m.total("penstock_messages_dead_lettered_total", queue=q, reason="rejected_by_sink") == 1
 
 
+def test_each_queue_warns_of_its_own_failing_target_once_per_interval(penstock_proc, fleet):
+    """Two queues whose targets fail at the same time (503 three times each, no retries inside the HTTP sink, so
+    every failure is a failed insert for the consumer): the consumer of each says so once in the 5-s interval
+    (one queue's warning does not silence the other's, nor does a queue repeat itself), and every event then
+    arrives once."""
+    f = fleet
+    qa, qb = f.queue("fwd_a"), f.queue("fwd_b")
+    with pstest.HttpReceiver() as recv:
+        f.names["url_a"], f.names["url_b"] = recv.url("/a"), recv.url("/b")
+        for path in ("/a", "/b"):
+            recv.answer(503, times=3, match=lambda r, path=path: r.path == path, body='{"error":"busy"}')
+        consumer = """\
+  - name: fwd-%(k)s-%%(tag)s
+    queue: "%%(fwd_%(k)s)s"
+    count: 1
+    decoder: {type: events}
+    sink: {type: http, url: "%%(url_%(k)s)s", body: single, max_retries: 0}
+"""
+        p = f.start(penstock_proc, """\
+queues:
+  - {name: "%(fwd_a)s", dead_letter: true}
+  - {name: "%(fwd_b)s", dead_letter: true}
+bindings:
+  - {queue: "%(fwd_a)s", key: ClickEvent}
+  - {queue: "%(fwd_b)s", key: ClickEvent}
+consumers:
+""" + consumer % {"k": "a"} + consumer % {"k": "b"})
+        ids = ["%s-%d" % (f.tag, i) for i in range(2)]
+        assert p.dispatch(click_batch(ids)).status == "SUCCESS"
+        recv.wait(lambda rs: len([r for r in rs if r.status == 200]) >= 4, 20, what="both queues' 2 events")
+        p.stop()
+        reqs = recv.snapshot()
+        log = p.stderr_text()
+
+    for path in ("/a", "/b"):
+        got = [r for r in reqs if r.path == path]
+        assert [r.status for r in got].count(503) == 3, "%s: %s" % (path, got)
+        assert sorted(r.json()["event_id"] for r in got if r.status == 200) == sorted(ids), "%s: %s" % (path, got)
+    warned = [line for line in log.splitlines() if "consumer: insert failed; retrying" in line]
+    for q in (qa, qb):
+        mine = [line for line in warned if "queue=%s " % q in line + " "]
+        assert len(mine) == 1, "%s: %d warnings for its 3 failed inserts, want 1:\n%s" % (q, len(mine),
+                                                                                          "\n".join(warned))
+    assert f.ready(qa + ".error") == 0 and f.ready(qb + ".error") == 0
+
+
 # ------------------------------------------------------------ 4. poison messages
 
 def test_json_poison_messages_are_dead_lettered_and_do_not_block(penstock_proc, fleet, clickhouse):

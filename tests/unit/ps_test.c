@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,4 +77,33 @@ double ps_test_metric(const char *series) {
 void ps_test_sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   nanosleep(&ts, NULL);
+}
+
+/* In sanitizer builds: where their reports go (a weak reference: absent, and NULL, in other builds). */
+extern void __sanitizer_set_report_fd(void *fd) __attribute__((weak));
+
+int ps_test_capture_stderr_begin(void) {
+  char path[] = "/tmp/ps-test-log-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0)
+    abort();
+  unlink(path);
+  fflush(stderr);
+  int saved = dup(2);
+  if (__sanitizer_set_report_fd)
+    __sanitizer_set_report_fd((void *)(intptr_t)saved);
+  dup2(fd, 2);
+  close(fd);
+  return saved;
+}
+
+void ps_test_capture_stderr_end(int saved, char *out, size_t cap) {
+  fflush(stderr);
+  off_t n = lseek(2, 0, SEEK_CUR);
+  ssize_t got = n > 0 ? pread(2, out, cap - 1, 0) : 0;
+  out[got > 0 ? got : 0] = '\0';
+  dup2(saved, 2);
+  if (__sanitizer_set_report_fd)
+    __sanitizer_set_report_fd((void *)(intptr_t)2);
+  close(saved);
 }

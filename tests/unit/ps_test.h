@@ -27,6 +27,14 @@ void ps_test_rmtree(const char *dir);
 /** The value of the exposition line `series value` (series with its labels, as rendered), or -1. */
 double ps_test_metric(const char *series);
 void ps_test_sleep_ms(int ms);
+/**
+ * Sends fd 2 (where ps_log writes) to a temporary file; returns the saved
+ * descriptor, for ps_test_capture_stderr_end. Sanitizer reports keep going
+ * to the real stderr meanwhile.
+ */
+int ps_test_capture_stderr_begin(void);
+/** Restores fd 2 and puts what was written to it since the matching begin in out[0..cap). */
+void ps_test_capture_stderr_end(int saved, char *out, size_t cap);
 void ps_test__fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -206,6 +206,62 @@ PS_TEST(hurry_gives_up_a_failing_insert_at_the_deadline_without_completions) {
   PS_CHECK(ps_now_ns() - t0 < 5000000000LL);
 }
 
+/* The number of lines of log that contain both a and b. */
+static int log_lines_with(const char *log, const char *a, const char *b) {
+  int n = 0;
+  for (const char *line = log; *line;) {
+    const char *nl = strchr(line, '\n');
+    size_t len = nl ? (size_t)(nl - line) : strlen(line);
+    char one[1024];
+    snprintf(one, sizeof one, "%.*s", (int)len, line);
+    n += strstr(one, a) && strstr(one, b);
+    line += len + (nl != NULL);
+  }
+  return n;
+}
+
+/*
+ * Two buffered queues whose inserts fail at the same time each say so once:
+ * a sinker's retries within 5 s are one warning, and one queue's warning
+ * does not silence the other's.
+ */
+PS_TEST(each_sinker_warns_of_its_own_failing_inserts_once_per_interval) {
+  fake_sink fa, fb;
+  fake_init(&fa);
+  fake_init(&fb);
+  atomic_store(&fa.fail, 3);
+  atomic_store(&fb.fail, 3);
+  ps_sinker_options oa = opts(100, 1, 60000), ob = opts(100, 1, 60000);
+  oa.name = "queue_a";
+  ob.name = "queue_b";
+  char log[8192] = "";
+  int saved = ps_test_capture_stderr_begin();
+  ps_sinker *ka = ps_sinker_start(&oa, &fa.base), *kb = ps_sinker_start(&ob, &fb.base);
+  ps_sink *sa = ps_sinker_stage(ka), *sb = ps_sinker_stage(kb);
+  const char *a[] = {"a1"}, *b[] = {"b1"};
+  int pa = push(ka, sa, 0, 0, 1, a, 1), pb = push(kb, sb, 0, 0, 1, b, 1);
+  ps_sinker_done d[2];
+  size_t ta = take(ka, 0, d, 1, 10000), tb = take(kb, 0, d + 1, 1, 10000);
+  ps_sink_destroy(sa);
+  ps_sink_destroy(sb);
+  ps_sinker_stop(ka, 0);
+  ps_sinker_stop(kb, 0);
+  ps_test_capture_stderr_end(saved, log, sizeof log);
+  fputs(log, stderr);
+  PS_CHECK_INT_EQ(pa, 0);
+  PS_CHECK_INT_EQ(pb, 0);
+  PS_CHECK_INT_EQ(ta, 1);
+  PS_CHECK_INT_EQ(tb, 1);
+  PS_CHECK_INT_EQ(fake_stored(&fa), 1);
+  PS_CHECK_INT_EQ(fake_stored(&fb), 1);
+  PS_CHECK_INT_EQ(atomic_load(&fa.fail), 0); /* each insert failed three times before it went in */
+  PS_CHECK_INT_EQ(atomic_load(&fb.fail), 0);
+  PS_CHECK_MSG(log_lines_with(log, "insert failed; retrying", "queue_a") == 1,
+               "one warning for queue_a's three failed inserts; the log was:\n%s", log);
+  PS_CHECK_MSG(log_lines_with(log, "insert failed; retrying", "queue_b") == 1,
+               "one warning for queue_b's three failed inserts; the log was:\n%s", log);
+}
+
 PS_TEST(refused_rows_are_reported_to_their_message) {
   fake_sink fs;
   fake_init(&fs);
@@ -394,6 +450,7 @@ PS_TEST(wait_returns_when_a_completion_is_posted) {
 PS_TEST_MAIN(PS_CASE(inserts_at_flush_rows_not_before), PS_CASE(inserts_when_the_oldest_row_is_flush_ms_old),
              PS_CASE(hurry_inserts_at_once_and_stop_drops_what_was_never_sent),
              PS_CASE(hurry_gives_up_a_failing_insert_at_the_deadline_without_completions),
+             PS_CASE(each_sinker_warns_of_its_own_failing_inserts_once_per_interval),
              PS_CASE(refused_rows_are_reported_to_their_message),
              PS_CASE(a_failing_sink_keeps_its_batch_and_the_bound_holds_pushers_back),
              PS_CASE(rows_of_an_old_generation_are_not_inserted),

@@ -52,40 +52,6 @@ static int64_t ms_since(int64_t t0) { return (ps_now_ns() - t0) / 1000000; }
       ps_test_sleep_ms(2);                                                                                           \
   } while (0)
 
-/* In sanitizer builds: where their reports go (a weak reference: absent, and NULL, in other builds). */
-extern void __sanitizer_set_report_fd(void *fd) __attribute__((weak));
-
-/*
- * Sends fd 2 (where ps_log writes) to a temporary file; returns the saved
- * descriptor. Sanitizer reports keep going to the real stderr meanwhile.
- */
-static int capture_stderr_begin(void) {
-  char path[] = "/tmp/ps-router-log-XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0)
-    abort();
-  unlink(path);
-  fflush(stderr);
-  int saved = dup(2);
-  if (__sanitizer_set_report_fd)
-    __sanitizer_set_report_fd((void *)(intptr_t)saved);
-  dup2(fd, 2);
-  close(fd);
-  return saved;
-}
-
-/* Restores fd 2 and returns what was written to it since capture_stderr_begin in out. */
-static void capture_stderr_end(int saved, char *out, size_t cap) {
-  fflush(stderr);
-  off_t n = lseek(2, 0, SEEK_CUR);
-  ssize_t got = n > 0 ? pread(2, out, cap - 1, 0) : 0;
-  out[got > 0 ? got : 0] = '\0';
-  dup2(saved, 2);
-  if (__sanitizer_set_report_fd)
-    __sanitizer_set_report_fd((void *)(intptr_t)2);
-  close(saved);
-}
-
 /* ---------------------------------------------------------------- the fake broker */
 
 enum { FAKE_ACK = 0, FAKE_NEVER = 1 }; /* how publishes are confirmed */
@@ -1361,11 +1327,11 @@ ROUTER_TEST(a_returned_message_is_dead_lettered_window_1, with_window(1), 0) {
   int64_t returned0 = PS_METRIC_GET(messages_returned_total), msgs0 = PS_METRIC_GET(messages_published_total);
   /* The log, to read the router's warning (the first dead letter of the process is logged). */
   char log[4096] = "";
-  int saved = capture_stderr_begin();
+  int saved = ps_test_capture_stderr_begin();
   push(fx, "CL", 1);
   WAIT_UNTIL(settled_count(fx) == 1, 1500);
   int stop_rc = stop_router(fx, ps_now_ns() + 1000000000LL);
-  capture_stderr_end(saved, log, sizeof log);
+  ps_test_capture_stderr_end(saved, log, sizeof log);
   fputs(log, stderr);
   PS_CHECK_INT_EQ(stop_rc, 0);
   check_settled_once_in_order(fx, 0);
