@@ -49,6 +49,7 @@
 #include "consume/ps_decoder.h"
 #include "core/ps_arena.h"
 #include "core/ps_buf.h"
+#include "core/ps_config.h"
 #include "core/ps_error.h"
 #include "queue/ps_queue.h"
 #include "route/ps_inflight.h"
@@ -318,7 +319,12 @@ static void hot__publisher_open(void) {
     hot__die("ps_broker_amqp_create", err);
   if (ps_broker_connect(H.broker, &H.conn) != 0 || ps_broker_confirm_select(H.conn) != 0)
     hot__die("cannot connect to the AMQP peer", NULL);
-  ps_inflight_init(&H.fl, 256, 8 << 20); /* the router's default window */
+  /* The router's confirm window as penstock serve would have it (its defaults, or the environment's). */
+  ps_config cfg = {0};
+  if (ps_config_load(&cfg, NULL, err, sizeof err) != 0)
+    hot__die("ps_config_load", err);
+  ps_inflight_init(&H.fl, (size_t)cfg.publish_window, (size_t)cfg.publish_window_bytes);
+  ps_config_free(&cfg);
   H.handler = (ps_confirm_handler){NULL, hot__on_confirm, NULL};
   H.instance = 0x0123456789abcdefULL;
 }
