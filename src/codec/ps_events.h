@@ -83,6 +83,17 @@ typedef struct ps_batch {
 void ps_batch_destroy(ps_batch *b);
 
 /**
+ * The first block for an arena that an Events of len bytes on the wire is
+ * unpacked into (ps_arena_create), large enough that no second block is
+ * needed: protobuf-c's structures for this contract's events, with their
+ * strings, take 3.7 to 4.5 times the wire size (50-event batches of every
+ * type mixed, or of one type), so 5 times, plus room for the fixed parts.
+ */
+static inline size_t ps_events_arena_size(size_t len) {
+  return len * 5 + 1024;
+}
+
+/**
  * A group of one type's events within a batch, in the order they came.
  * events[] points into the batch; valid while the batch lives.
  */

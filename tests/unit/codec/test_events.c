@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/ps_demo.h"
 #include "codec/ps_events.h"
+#include "core/ps_arena.h"
 #include "ps_test.h"
 
 PS_TEST(every_oneof_member_is_an_event_type) {
@@ -86,5 +88,47 @@ PS_TEST(grouping_keeps_first_seen_order) {
   PS_CHECK(groups[1].events[0] == &ev[1] && groups[1].events[1] == &ev[4]);
 }
 
+/*
+ * ps_events_arena_size is enough for one block: batches of every event type
+ * alone and of them all mixed, of 1 to 50 events with every field filled,
+ * unpack into less than it (a first block too small would cost a second,
+ * twice as large, for every request).
+ */
+PS_TEST(an_unpacked_batch_fits_in_the_arena_size_of_its_wire_size) {
+  ps_demo *d = ps_demo_create(7, "arena");
+  size_t ntypes = ps_demo_type_count(d), types[50];
+  double worst = 0;
+  for (size_t t = 0; t <= ntypes; t++) { /* t == ntypes: every type in turn */
+    for (size_t n = 1; n <= 50; n += 7) {
+      for (size_t k = 0; k < n; k++)
+        types[k] = t < ntypes ? t : k % ntypes;
+      ps_arena *src = ps_arena_create(16384);
+      Event__Events *m = ps_demo_batch_typed(d, src, n, types);
+      size_t len = event__events__get_packed_size(m);
+      uint8_t *wire = malloc(len);
+      PS_CHECK(wire);
+      event__events__pack(m, wire);
+      ps_arena_destroy(src);
+      ps_arena *a = ps_arena_create(ps_events_arena_size(len));
+      ProtobufCAllocator alloc = ps_arena_allocator(a);
+      Event__Events *u = event__events__unpack(&alloc, len, wire);
+      size_t used = ps_arena_used(a);
+      int ok = u && u->n_events == n;
+      ps_arena_destroy(a);
+      free(wire);
+      PS_CHECK_MSG(ok, "type %zu, %zu events: does not unpack", t, n);
+      PS_CHECK_MSG(used <= ps_events_arena_size(len),
+                   "type %zu, %zu events: %zu bytes on the wire took %zu, over %zu", t, n, len, used,
+                   ps_events_arena_size(len));
+      if ((double)used / (double)len > worst && n == 50)
+        worst = (double)used / (double)len;
+    }
+  }
+  ps_demo_destroy(d);
+  printf("  largest unpacked / wire size of a 50-event batch: %.2f\n", worst);
+}
+
 PS_TEST_MAIN(PS_CASE(every_oneof_member_is_an_event_type), PS_CASE(type_name_and_payload),
-             PS_CASE(unknown_field_number_is_reported_as_unknown_type), PS_CASE(grouping_keeps_first_seen_order))
+             PS_CASE(unknown_field_number_is_reported_as_unknown_type),
+             PS_CASE(grouping_keeps_first_seen_order),
+             PS_CASE(an_unpacked_batch_fits_in_the_arena_size_of_its_wire_size))
