@@ -358,7 +358,7 @@ static size_t hot_reference(hot_batch *b) {
 
 /* ps_dispatch_submit's decode: into a per-request arena, freed with the batch (ps_batch_destroy). */
 static size_t hot_decode(hot_batch *b) {
-  ps_arena *a = ps_arena_create(ps_events_arena_size(b->len) + sizeof(ps_batch) + 256);
+  ps_arena *a = ps_arena_create(ps_batch_arena_size(b->len, 0));
   ProtobufCAllocator alloc = ps_arena_allocator(a);
   Event__Events *m = event__events__unpack(&alloc, b->len, b->wire);
   if (!m)
@@ -639,7 +639,7 @@ static void hot__make_pool(size_t npool) {
     event__events__pack(m, b->wire);
     ps_arena_destroy(a);
 
-    b->arena = ps_arena_create(ps_events_arena_size(b->len) + sizeof(ps_batch) + 256);
+    b->arena = ps_arena_create(ps_batch_arena_size(b->len, 0));
     ProtobufCAllocator alloc = ps_arena_allocator(b->arena);
     b->msg = event__events__unpack(&alloc, b->len, b->wire);
     if (!b->msg)

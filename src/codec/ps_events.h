@@ -93,6 +93,20 @@ static inline size_t ps_events_arena_size(size_t len) {
   return len * 5 + 1024;
 }
 
+/** The same for an Events in proto3 JSON of len bytes: about twice the size of its protobuf. */
+static inline size_t ps_events_arena_size_json(size_t len) {
+  return ps_events_arena_size(len / 2);
+}
+
+/**
+ * The first block for a batch's arena (ps_batch.arena), made from a request
+ * of len bytes: the unpacked request, the batch itself with what the
+ * dispatcher adds to it, and, with keep_wire, the request's copy.
+ */
+static inline size_t ps_batch_arena_size(size_t len, int keep_wire) {
+  return ps_events_arena_size(len) + sizeof(ps_batch) + 256 + (keep_wire ? len : 0);
+}
+
 /**
  * A group of one type's events within a batch, in the order they came.
  * events[] points into the batch; valid while the batch lives.

@@ -122,9 +122,8 @@ static int ps__parse(ps__events_decoder *dec, const ps_delivery *d, ProtobufCAll
 
 static int ps__decode(ps_decoder *bd, const ps_delivery *d, ps_sink *sink, char *err, size_t errlen) {
   ps__events_decoder *dec = (ps__events_decoder *)bd;
-  /* JSON is about twice the size of the same Events in protobuf: the arena's first block fits either. */
   int pb = d->content_type && strcmp(d->content_type, PS_CONTENT_TYPE_PACKED_PB) == 0;
-  ps_arena *arena = ps_arena_create(ps_events_arena_size(pb ? d->len : d->len / 2));
+  ps_arena *arena = ps_arena_create(pb ? ps_events_arena_size(d->len) : ps_events_arena_size_json(d->len));
   ProtobufCAllocator alloc = ps_arena_allocator(arena);
   if (ps__parse(dec, d, &alloc, err, errlen) != 0) {
     ps_arena_destroy(arena);

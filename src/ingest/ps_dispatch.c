@@ -263,9 +263,7 @@ void ps_dispatch_submit(ps_dispatch *d, const uint8_t *data, size_t len,
     done(ctx, GRPC_STATUS_INTERNAL, "internal error (fail point dispatch.internal)", 0);
     return;
   }
-  /* One block for the batch: the unpacked request, the batch, and the request's copy when it is kept. */
-  ps_arena *arena =
-      ps_arena_create(ps_events_arena_size(len) + sizeof(ps_batch) + (d->keep_wire ? len : 0) + 256);
+  ps_arena *arena = ps_arena_create(ps_batch_arena_size(len, d->keep_wire));
   ProtobufCAllocator alloc = ps_arena_allocator(arena);
   Event__Events *msg = event__events__unpack(&alloc, len, data);
   char err[256];

@@ -8,6 +8,7 @@
 
 #include "cli/ps_demo.h"
 #include "codec/ps_events.h"
+#include "codec/ps_pbjson.h"
 #include "core/ps_arena.h"
 #include "ps_test.h"
 
@@ -92,9 +93,10 @@ PS_TEST(grouping_keeps_first_seen_order) {
  * ps_events_arena_size is enough for one block: batches of every event type
  * alone and of them all mixed, of 1 to 50 events with every field filled,
  * unpack into less than it (a first block too small would cost a second,
- * twice as large, for every request).
+ * twice as large, for every request); and their proto3 JSON decodes into
+ * less than ps_events_arena_size_json.
  */
-PS_TEST(an_unpacked_batch_fits_in_the_arena_size_of_its_wire_size) {
+PS_TEST(an_unpacked_batch_fits_in_the_arena_size_of_its_size) {
   ps_demo *d = ps_demo_create(7, "arena");
   size_t ntypes = ps_demo_type_count(d), types[50];
   double worst = 0;
@@ -108,7 +110,22 @@ PS_TEST(an_unpacked_batch_fits_in_the_arena_size_of_its_wire_size) {
       uint8_t *wire = malloc(len);
       PS_CHECK(wire);
       event__events__pack(m, wire);
+      ps_buf json = PS_BUF_INIT;
+      int encoded = ps_pbjson_encode(&json, &m->base) == 0;
       ps_arena_destroy(src);
+      ps_arena *ja = ps_arena_create(ps_events_arena_size_json(json.len));
+      ProtobufCAllocator jalloc = ps_arena_allocator(ja);
+      ProtobufCMessage *jm = NULL;
+      char why[256] = "";
+      int decoded = encoded && ps_pbjson_decode(&event__events__descriptor, json.data, json.len, &jalloc, &jm,
+                                                why, sizeof why) == 0;
+      size_t jused = ps_arena_used(ja), jlen = json.len;
+      ps_arena_destroy(ja);
+      ps_buf_free(&json);
+      PS_CHECK_MSG(decoded, "type %zu, %zu events: its JSON does not decode: %s", t, n, why);
+      PS_CHECK_MSG(jused <= ps_events_arena_size_json(jlen),
+                   "type %zu, %zu events: %zu bytes of JSON took %zu, over %zu", t, n, jlen, jused,
+                   ps_events_arena_size_json(jlen));
       ps_arena *a = ps_arena_create(ps_events_arena_size(len));
       ProtobufCAllocator alloc = ps_arena_allocator(a);
       Event__Events *u = event__events__unpack(&alloc, len, wire);
@@ -131,4 +148,4 @@ PS_TEST(an_unpacked_batch_fits_in_the_arena_size_of_its_wire_size) {
 PS_TEST_MAIN(PS_CASE(every_oneof_member_is_an_event_type), PS_CASE(type_name_and_payload),
              PS_CASE(unknown_field_number_is_reported_as_unknown_type),
              PS_CASE(grouping_keeps_first_seen_order),
-             PS_CASE(an_unpacked_batch_fits_in_the_arena_size_of_its_wire_size))
+             PS_CASE(an_unpacked_batch_fits_in_the_arena_size_of_its_size))
